@@ -1,0 +1,61 @@
+// The `ferry` command line.
+
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { ScenarioError } from '../sim/scenario.ts';
+import { demoCommand } from './demo.ts';
+import { UsageError } from './errors.ts';
+import { simCommand } from './sim.ts';
+import { validateCommand } from './validate.ts';
+
+export function parseSeed(v: string): number {
+  if (!/^\d+$/.test(v) || Number(v) > 0xffffffff)
+    throw new InvalidArgumentError('seed must be an integer 0..4294967295');
+  return Number(v);
+}
+
+const program = new Command('ferry')
+  .description(
+    'Live migration of virtual machines: precopy, postcopy with guest-cooperative page faults, hybrid.',
+  )
+  .version('0.1.0')
+  .showHelpAfterError('(add --help for usage)')
+  .exitOverride();
+
+program
+  .command('sim')
+  .description('run a scenario in the simulator (virtual time) and print a summary')
+  .argument('<scenario>', 'scenario file (YAML)')
+  .option('--seed <n>', 'random seed (same scenario + seed ⇒ identical report)', parseSeed, 1)
+  .option('--json <file>', 'write the report as JSON')
+  .option('--quiet', 'print no summary')
+  .action(simCommand);
+
+program
+  .command('validate')
+  .description('replay measured migrations in the simulator and compare durations')
+  .argument('<dataset>', 'dataset kind: g5k (Grid’5000 KVM migrations)')
+  .requiredOption('--data <dir>', 'dataset folder (with input/ and real/)')
+  .option('--json <file>', 'write the comparison as JSON')
+  .option('--worst <n>', 'how many worst cases to list', (v) => Number.parseInt(v, 10), 10)
+  .action(validateCommand);
+
+program
+  .command('demo')
+  .description('the main job: a postcopy migration of a VM under load, with its summary')
+  .option('--mode <mode>', 'precopy | postcopy | hybrid', 'postcopy')
+  .option('--ram <MiB>', 'VM RAM in MiB', (v) => Number.parseInt(v, 10), 4096)
+  .option('--json <file>', 'write the report as JSON')
+  .action(demoCommand);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (e) {
+  if (e instanceof CommanderError) {
+    process.exit(e.exitCode === 0 ? 0 : 2);
+  }
+  if (e instanceof UsageError || e instanceof ScenarioError) {
+    console.error(`ferry: ${e.message}`);
+    process.exit(2);
+  }
+  throw e;
+}

@@ -1,0 +1,57 @@
+// Messages exchanged by the source and destination engines. The wire codec turns
+// them into frames for the real world; the simulator hands them over as objects.
+
+/** Why a page is being sent; the report counts pages by these kinds (plus `zero`). */
+export type PageKind = 'bulk' | 'urgent' | 'prepaged' | 'resent';
+
+/** Connection lanes: demand pages overtake the background push on `urgent`. */
+export type Lane = 'control' | 'bulk' | 'urgent';
+
+export const PAGE_SIZE = 4096;
+
+/**
+ * A batch of pages as runs of consecutive pfns, `runs = [start0, count0, start1, count1, …]`.
+ * The real world attaches contents (`data` holds the non-zero pages back to back in pfn
+ * order, `zeroMask` has bit i set when the i-th page of the batch is a zero page); the
+ * simulator sends only sizes. The same code paths handle both.
+ */
+export interface PageBatch {
+  kind: PageKind;
+  runs: number[];
+  pageCount: number;
+  zeroCount: number;
+  zeroMask?: Uint8Array;
+  data?: Uint8Array;
+}
+
+export type SourceMessage =
+  | { type: 'pages'; batch: PageBatch }
+  /** End of a precopy round: everything dirty at the last sync has been sent. */
+  | { type: 'roundEnd'; round: number }
+  /**
+   * The guest has stopped on the source. `discard` lists pages whose destination copy is
+   * stale (dirtied after they were sent): the destination drops them. `deviceState` is
+   * the vCPU/device snapshot; `deviceStateBytes` its size when contents are not carried.
+   * `postcopy` says whether the guest resumes before all pages have arrived.
+   */
+  | {
+      type: 'switchover';
+      postcopy: boolean;
+      discard: number[];
+      deviceStateBytes: number;
+      deviceState?: Uint8Array;
+    }
+  /** Every page the destination lacks has been sent. */
+  | { type: 'complete'; totalPages: number }
+  | { type: 'abort'; reason: string };
+
+export type DestinationMessage =
+  /** Remote faults: the destination needs these pfns now. */
+  | { type: 'demand'; pfns: number[] }
+  /** The guest executed its first instruction on the destination. */
+  | { type: 'resumed' }
+  /** The destination holds every page: the source may release the VM. */
+  | { type: 'done' }
+  | { type: 'abort'; reason: string };
+
+export type Message = SourceMessage | DestinationMessage;

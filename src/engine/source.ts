@@ -1,0 +1,363 @@
+// The source side of a migration: a sans-IO state machine. The driver asks it for the
+// next message on a lane when that lane can take more (`next`), tells it when bytes
+// have left (`sent`), hands it the destination's messages (`receive`), and drains its
+// events (`takeEvents`): stop the guest here, the migration finished.
+
+import { batchBytes, type MigrationConfig } from './config.ts';
+import type { DestinationMessage, Lane, PageBatch, PageKind, SourceMessage } from './messages.ts';
+import { PAGE_SIZE } from './messages.ts';
+import { PageSet } from './page-set.ts';
+import { newSourceStats, type Outcome, type SourceStats } from './stats.ts';
+import { policyFromRules, type StopPolicy } from './stop-policy.ts';
+
+/** What the source engine needs to know about guest RAM. */
+export interface GuestMemory {
+  readonly pageCount: number;
+  /** How many of the pages [start, start + count) are zero pages. */
+  zeroPagesIn(start: number, count: number): number;
+}
+
+/** The guest's dirty log, as the driver keeps it. */
+export interface DirtyLog {
+  /** Adds every page written since the previous sync to `into`, and clears the log. */
+  sync(now: number, into: PageSet): void;
+}
+
+export type SourcePhase = 'precopy' | 'stop-and-copy' | 'postcopy' | 'finished';
+
+export type SourceEvent =
+  /** Pause the guest on the source: its last instruction there is at `at`. */
+  | { type: 'guest-stopped'; at: number }
+  /** Postcopy began: the destination runs the guest from now on. */
+  | { type: 'postcopy-started'; at: number }
+  /** The migration ended. `aborted`: the guest keeps running here; `completed`: release it. */
+  | { type: 'finished'; at: number; outcome: Outcome; reason: string };
+
+/** Bandwidth is re-measured over windows at least this long, as QEMU does. */
+const BANDWIDTH_WINDOW_MS = 100;
+
+export class MigrationSource {
+  readonly stats: SourceStats = newSourceStats();
+  phase: SourcePhase = 'precopy';
+  outcome: Outcome | undefined;
+
+  private readonly policy: StopPolicy;
+  /** Pages the destination lacks or holds stale: the current precopy bitmap, or the postcopy backlog. */
+  private readonly pending: PageSet;
+  /** Pages sent at least once, to tell resent pages from first sends and build the discard set. */
+  private readonly everSent: PageSet;
+  private cursor = 0;
+  private readonly control: SourceMessage[] = [];
+  private readonly urgentQueue: PageBatch[] = [];
+  private readonly prepageQueue: number[] = [];
+  private readonly events: SourceEvent[] = [];
+  private startedAt = 0;
+  private previousSyncPages = Number.POSITIVE_INFINITY;
+  private sentThisRound = 0;
+  private windowStart = -1;
+  private windowBytes = 0;
+  private completeSent = false;
+
+  constructor(
+    readonly config: MigrationConfig,
+    private readonly memory: GuestMemory,
+    private readonly dirtyLog: DirtyLog,
+  ) {
+    this.policy = policyFromRules(config.stop);
+    this.pending = new PageSet(memory.pageCount);
+    this.everSent = new PageSet(memory.pageCount);
+  }
+
+  get ramBytes(): number {
+    return this.memory.pageCount * PAGE_SIZE;
+  }
+
+  /** Pages not yet on the destination (or stale there). */
+  get pendingPages(): number {
+    return this.pending.size;
+  }
+
+  start(now: number): void {
+    this.startedAt = now;
+    // Dirty logging starts now; everything goes in the first round, so earlier writes are dropped.
+    this.dirtyLog.sync(now, new PageSet(this.memory.pageCount));
+    if (this.config.mode === 'postcopy') {
+      this.stats.rounds = 0;
+      this.beginPostcopy(now);
+      return;
+    }
+    this.pending.addRange(0, this.memory.pageCount);
+    this.stats.rounds = 1;
+  }
+
+  takeEvents(): SourceEvent[] {
+    return this.events.splice(0);
+  }
+
+  /** Whether `lane` has something to send right now. */
+  hasWork(lane: Lane): boolean {
+    if (lane === 'urgent') return this.config.postcopy.urgentLane && this.urgentQueue.length > 0;
+    if (lane !== 'bulk') return false;
+    if (this.control.length > 0) return true;
+    if (this.phase === 'finished' || this.completeSent) return false;
+    return true; // precopy, stop-and-copy and postcopy always have a next step until complete
+  }
+
+  /**
+   * The next message for `lane`, with page batches of at most `budgetBytes` (at least one
+   * page), or null when the lane has nothing to send now.
+   */
+  next(now: number, lane: Lane, budgetBytes: number): SourceMessage | null {
+    if (lane === 'urgent') {
+      if (!this.config.postcopy.urgentLane) return null;
+      const b = this.urgentQueue.shift();
+      return b ? this.pagesMessage(now, b) : null;
+    }
+    if (lane !== 'bulk') return null;
+    for (;;) {
+      const ctl = this.control.shift();
+      if (ctl) return ctl;
+      if (this.phase === 'finished' || this.completeSent) return null;
+      // no urgent lane: demand pages go first here
+      const urgent = this.config.postcopy.urgentLane ? undefined : this.urgentQueue.shift();
+      if (urgent) return this.pagesMessage(now, urgent);
+      const maxPages = Math.max(1, Math.floor(budgetBytes / (PAGE_SIZE + 8)));
+      if (this.prepageQueue.length > 0) return this.pagesMessage(now, this.takePrepaged(maxPages));
+      if (this.phase === 'precopy') {
+        const m = this.nextPrecopy(now, maxPages);
+        if (m) return m;
+        continue; // a checkpoint changed phase or queued control messages
+      }
+      if (this.phase === 'stop-and-copy') {
+        if (this.pending.size > 0) return this.pagesMessage(now, this.take(this.pending, maxPages, 'bulk'));
+        this.completeSent = true; // the destination has everything once the switchover lands
+        return this.switchoverMessage(false, []);
+      }
+      // postcopy: background push in scan order
+      if (this.pending.size > 0) return this.pagesMessage(now, this.take(this.pending, maxPages, 'bulk'));
+      if (!this.completeSent) {
+        this.completeSent = true;
+        return { type: 'complete', totalPages: this.memory.pageCount };
+      }
+      return null;
+    }
+  }
+
+  /** `bytes` of a message handed out by `next` have left on the wire. */
+  sent(now: number, bytes: number): void {
+    if (this.windowStart < 0) return;
+    this.windowBytes += bytes;
+    const elapsed = now - this.windowStart;
+    if (elapsed >= BANDWIDTH_WINDOW_MS) {
+      this.stats.bandwidth = (this.windowBytes * 1000) / elapsed;
+      this.windowStart = now;
+      this.windowBytes = 0;
+    }
+  }
+
+  /** The link went idle (nothing queued): the next window starts when sending resumes. */
+  idle(): void {
+    this.windowStart = -1;
+    this.windowBytes = 0;
+  }
+
+  receive(now: number, msg: DestinationMessage): void {
+    switch (msg.type) {
+      case 'demand':
+        for (const pfn of msg.pfns) this.demand(pfn);
+        return;
+      case 'resumed':
+        return;
+      case 'done':
+        if (this.phase === 'postcopy' || this.phase === 'stop-and-copy')
+          this.finish(now, 'completed', 'all pages on the destination');
+        return;
+      case 'abort':
+        this.fail(now, `destination aborted: ${msg.reason}`);
+        return;
+    }
+  }
+
+  /** Cancels before the switchover (the guest keeps running here); false once it is too late. */
+  cancel(now: number, reason: string): boolean {
+    if (this.phase !== 'precopy') return false;
+    this.control.push({ type: 'abort', reason });
+    this.finish(now, 'aborted', reason);
+    return true;
+  }
+
+  private fail(now: number, reason: string): void {
+    if (this.phase === 'finished') return;
+    // Before the switchover the guest never left; after it, it runs on the destination.
+    this.finish(now, this.phase === 'precopy' ? 'aborted' : 'failed', reason);
+  }
+
+  private finish(now: number, outcome: Outcome, reason: string): void {
+    this.phase = 'finished';
+    this.outcome = outcome;
+    this.events.push({ type: 'finished', at: now, outcome, reason });
+  }
+
+  /**
+   * A round is one pass over the pages dirty at the previous sync. At the end of each
+   * pass the dirty log is synced and the stop rules decide: QEMU's rule stops when what
+   * was dirtied during the pass fits the downtime limit at the measured bandwidth.
+   */
+  private nextPrecopy(now: number, maxPages: number): SourceMessage | null {
+    if (this.pending.size === 0) {
+      // a new round's pages go after the previous round's roundEnd
+      if (!this.checkpoint(now) || this.control.length > 0) return null;
+    }
+    return this.pagesMessage(now, this.take(this.pending, maxPages, 'bulk'));
+  }
+
+  /** Syncs the dirty log and applies the stop rules; false when precopy ended here. */
+  private checkpoint(now: number): boolean {
+    this.dirtyLog.sync(now, this.pending);
+    const dirty = this.pending.size;
+    const progress = {
+      elapsedMs: now - this.startedAt,
+      round: this.stats.rounds,
+      remainingBytes: dirty * PAGE_SIZE,
+      bandwidth: this.stats.bandwidth,
+      bytesSent: this.stats.bytesSent,
+      ramBytes: this.ramBytes,
+    };
+    let verdict = this.policy.verdict(progress);
+    if (dirty === 0) verdict = 'stop'; // nothing left to send: stopping costs nothing
+    if (verdict === 'stop') {
+      this.closeRound();
+      this.beginStopAndCopy(now);
+      return false;
+    }
+    if (this.config.mode === 'hybrid' && this.hybridSwitchDue(dirty)) {
+      this.closeRound();
+      this.beginPostcopy(now);
+      return false;
+    }
+    if (verdict === 'give-up') {
+      this.closeRound();
+      const what = this.config.stop.onNoConvergence;
+      if (what === 'abort') {
+        this.control.push({ type: 'abort', reason: `precopy did not converge (${this.policy.name})` });
+        this.finish(now, 'aborted', `precopy did not converge (${this.policy.name})`);
+      } else if (what === 'force') this.beginStopAndCopy(now);
+      else this.beginPostcopy(now);
+      return false;
+    }
+    this.closeRound();
+    this.control.push({ type: 'roundEnd', round: this.stats.rounds });
+    this.stats.rounds++;
+    this.previousSyncPages = dirty;
+    return true;
+  }
+
+  /** A round is what was sent between two dirty-log syncs. */
+  private closeRound(): void {
+    this.stats.roundPages.push(this.sentThisRound);
+    this.sentThisRound = 0;
+  }
+
+  private hybridSwitchDue(dirty: number): boolean {
+    const rounds = this.config.hybrid.rounds;
+    if (rounds > 0) return this.stats.rounds >= rounds;
+    return dirty >= this.previousSyncPages; // the dirty set stopped shrinking
+  }
+
+  private stopGuest(now: number): void {
+    this.events.push({ type: 'guest-stopped', at: now });
+    this.dirtyLog.sync(now, this.pending); // final sync: nothing dirties after this
+  }
+
+  private beginStopAndCopy(now: number): void {
+    this.stopGuest(now);
+    this.phase = 'stop-and-copy';
+  }
+
+  private beginPostcopy(now: number): void {
+    this.stopGuest(now);
+    const n = this.memory.pageCount;
+    const neverSent = new PageSet(n);
+    neverSent.addRange(0, n);
+    neverSent.deleteAll(this.everSent);
+    // Pages the destination holds stale copies of (pending ∩ sent before): it drops them.
+    const discard = new PageSet(n);
+    discard.addAll(this.pending);
+    discard.deleteAll(neverSent);
+    this.pending.addAll(neverSent);
+    this.phase = 'postcopy';
+    this.cursor = 0;
+    this.control.push(this.switchoverMessage(true, discard.toRuns()));
+    this.events.push({ type: 'postcopy-started', at: now });
+  }
+
+  private switchoverMessage(postcopy: boolean, discard: number[]): SourceMessage {
+    const bytes = this.config.deviceStateBytes;
+    this.stats.bytesSent += bytes;
+    return { type: 'switchover', postcopy, discard, deviceStateBytes: bytes };
+  }
+
+  /** A remote fault reached the source: send the page now, prepage around it. */
+  private demand(pfn: number): void {
+    if (this.phase !== 'postcopy' || !(pfn >= 0 && pfn < this.memory.pageCount)) return;
+    if (!this.pending.delete(pfn)) {
+      // queued for prepaging but not yet sent: promote it; otherwise the copy in flight will do
+      const q = this.prepageQueue.indexOf(pfn);
+      if (q < 0) return;
+      this.prepageQueue.splice(q, 1);
+    }
+    this.urgentQueue.push(this.batch('urgent', [pfn, 1], 1));
+    const { prepageForward: fwd, prepageBackward: back, jumpToFault } = this.config.postcopy;
+    for (let i = 1; i <= back; i++)
+      if (pfn - i >= 0 && this.pending.delete(pfn - i)) this.prepageQueue.push(pfn - i);
+    for (let i = 1; i <= fwd; i++) if (this.pending.delete(pfn + i)) this.prepageQueue.push(pfn + i);
+    if (jumpToFault) this.cursor = pfn + 1 + fwd;
+  }
+
+  private takePrepaged(maxPages: number): PageBatch {
+    const pfns = this.prepageQueue.splice(0, maxPages).sort((a, b) => a - b);
+    const runs: number[] = [];
+    for (const p of pfns) {
+      const last = runs.length - 2;
+      if (last >= 0 && runs[last] + runs[last + 1] === p) runs[last + 1]++;
+      else runs.push(p, 1);
+    }
+    return this.batch('prepaged', runs, pfns.length);
+  }
+
+  /** Takes up to `n` pages from `set` at the scan cursor. */
+  private take(set: PageSet, n: number, kind: PageKind): PageBatch {
+    const runs: number[] = [];
+    const count = set.takeRuns(this.cursor, n, runs);
+    if (runs.length > 0) this.cursor = runs[runs.length - 2] + runs[runs.length - 1];
+    return this.batch(kind, runs, count);
+  }
+
+  private batch(kind: PageKind, runs: number[], pageCount: number): PageBatch {
+    let zeroCount = 0;
+    for (let i = 0; i < runs.length; i += 2) zeroCount += this.memory.zeroPagesIn(runs[i], runs[i + 1]);
+    return { kind, runs, pageCount, zeroCount };
+  }
+
+  /** Accounts a batch as it is handed to the transport. */
+  private pagesMessage(now: number, b: PageBatch): SourceMessage {
+    const s = this.stats.pagesSent;
+    const nonZero = b.pageCount - b.zeroCount;
+    s.zero += b.zeroCount;
+    if (b.kind === 'urgent' || b.kind === 'prepaged') s[b.kind] += nonZero;
+    else {
+      let resent = 0;
+      for (let i = 0; i < b.runs.length; i += 2)
+        resent += this.everSent.countRange(b.runs[i], b.runs[i] + b.runs[i + 1]);
+      // Zero pages are counted as such; assume they were among the first sends.
+      const firstSends = b.pageCount - resent;
+      s.bulk += Math.max(0, firstSends - b.zeroCount);
+      s.resent += resent - Math.max(0, b.zeroCount - firstSends);
+      if (this.phase === 'precopy') this.sentThisRound += b.pageCount;
+    }
+    for (let i = 0; i < b.runs.length; i += 2) this.everSent.addRange(b.runs[i], b.runs[i] + b.runs[i + 1]);
+    this.stats.bytesSent += batchBytes(b.pageCount, b.zeroCount);
+    if (this.windowStart < 0) this.windowStart = now;
+    return { type: 'pages', batch: b };
+  }
+}

@@ -1,0 +1,152 @@
+// The Grid'5000 KVM migration dataset: measured precopy migrations on four nodes, read
+// into scenarios the simulator can replay with each migration's measured start time.
+
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { type Scenario, type ScenarioInput, validateScenario } from './scenario.ts';
+
+/** NIC line rates of the four nodes (Mbit/s): south and west 500, north and east 1000. */
+const NODE_NIC_MBPS: Record<string, number> = { '0': 500, '1': 500, '2': 1000, '3': 1000 };
+
+export interface MeasuredMigration {
+  vm: string;
+  from: string;
+  to: string;
+  bwMbps: number;
+  memUsedMB: number;
+  startS: number;
+  durationS: number;
+}
+
+export interface G5kRun {
+  /** "random.N run R" */
+  id: string;
+  scenario: Scenario;
+  measured: MeasuredMigration[];
+}
+
+/** Model choices that are not in the data: how the platform and the hypervisor behave. */
+export interface G5kModel {
+  efficiency: number;
+  hotPattern: 'burst' | 'sweep';
+  downtimeLimitMs: number;
+}
+
+export const G5K_MODEL: G5kModel = { efficiency: 0.94, hotPattern: 'burst', downtimeLimitMs: 300 };
+
+export class DatasetError extends Error {}
+
+interface InputFile {
+  origin: {
+    mapping: { onlineNodes: Record<string, { runningVMs: number[] }> };
+    attributes: {
+      vms: Record<
+        string,
+        { memUsed: number; maxDirtySize: number; maxDirtyDuration: number; dirtyRate: number }
+      >;
+    };
+    views?: { rcId: string; vms: Record<string, number> }[];
+  };
+}
+
+const ROW = /vm#(\d+), from=node#(\d+), to=node#(\d+), bw=(\d+)\)\};(\d+);(\d+)/;
+
+export function loadG5k(dir: string, model: G5kModel = G5K_MODEL): G5kRun[] {
+  if (!existsSync(dir) || !statSync(dir).isDirectory())
+    throw new DatasetError(`dataset folder '${dir}' does not exist`);
+  const inputDir = join(dir, 'input');
+  const realDir = join(dir, 'real');
+  if (!existsSync(inputDir) || !existsSync(realDir))
+    throw new DatasetError(`'${dir}' is not the g5k dataset: it needs input/ and real/ folders`);
+  const runs: G5kRun[] = [];
+  const inputs = readdirSync(inputDir)
+    .map((f) => /^random\.(\d+)\.json$/.exec(f)?.[1])
+    .filter((n): n is string => n !== undefined)
+    .sort((a, b) => Number(a) - Number(b));
+  if (inputs.length === 0) throw new DatasetError(`${inputDir}: no random.N.json scenario files`);
+  const runDirs = readdirSync(realDir)
+    .filter((r) => /^\d+$/.test(r))
+    .sort((a, b) => Number(a) - Number(b));
+  for (const n of inputs) {
+    const path = join(inputDir, `random.${n}.json`);
+    let input: InputFile;
+    try {
+      input = JSON.parse(readFileSync(path, 'utf8')) as InputFile;
+    } catch (e) {
+      throw new DatasetError(`${path}: ${(e as Error).message}`);
+    }
+    for (const r of runDirs) {
+      const csv = join(realDir, r, `micro_random.${n}.csv`);
+      if (!existsSync(csv)) continue;
+      runs.push(buildRun(`random.${n} run ${r}`, input, readFileSync(csv, 'utf8'), csv, model));
+    }
+  }
+  if (runs.length === 0) throw new DatasetError(`${realDir}: no measured runs (R/micro_random.N.csv)`);
+  return runs;
+}
+
+function buildRun(id: string, input: InputFile, csv: string, csvPath: string, model: G5kModel): G5kRun {
+  const attrs = input.origin?.attributes?.vms;
+  const mapping = input.origin?.mapping?.onlineNodes;
+  if (!attrs || !mapping)
+    throw new DatasetError(`${id}: input lacks origin.attributes.vms or origin.mapping`);
+  const ramGB = input.origin.views?.find((v) => v.rcId === 'mem')?.vms ?? {};
+  const rows: { vm: string; from: string; to: string; bw: number; start: number; end: number }[] = [];
+  for (const [i, line] of csv.split('\n').entries()) {
+    if (i === 0 || line.trim() === '') continue;
+    const m = ROW.exec(line);
+    if (!m) throw new DatasetError(`${csvPath}:${i + 1}: unreadable row`);
+    rows.push({ vm: m[1], from: m[2], to: m[3], bw: Number(m[4]), start: Number(m[5]), end: Number(m[6]) });
+  }
+  const t0 = Math.min(...rows.map((r) => r.start));
+  const vmHost = new Map<string, string>();
+  for (const [node, { runningVMs }] of Object.entries(mapping))
+    for (const v of runningVMs) vmHost.set(String(v), node);
+  const used = new Set(rows.map((r) => r.vm));
+  const scenario: ScenarioInput = {
+    name: id,
+    network: { efficiency: model.efficiency },
+    hosts: Object.keys(NODE_NIC_MBPS).map((n) => ({
+      name: `node${n}`,
+      nicMbps: NODE_NIC_MBPS[n],
+      latencyUs: 50,
+    })),
+    vms: [...used].map((v) => {
+      const a = attrs[v];
+      if (!a) throw new DatasetError(`${id}: VM ${v} has no attributes`);
+      return {
+        name: `vm${v}`,
+        host: `node${vmHost.get(v) ?? rows.find((r) => r.vm === v)!.from}`,
+        ramMiB: (ramGB[v] ?? Math.ceil(a.memUsed / 1024)) * 1024,
+        usedMiB: a.memUsed,
+        dirty: {
+          hotSetMiB: a.maxDirtySize,
+          hotPeriodS: a.maxDirtyDuration,
+          hotPattern: model.hotPattern,
+          rateMBps: a.dirtyRate,
+        },
+      };
+    }),
+    migrations: [...rows]
+      .sort((a, b) => a.start - b.start)
+      .map((r) => ({
+        vm: `vm${r.vm}`,
+        to: `node${r.to}`,
+        atS: r.start - t0,
+        mode: 'precopy' as const,
+        downtimeLimitMs: model.downtimeLimitMs,
+      })),
+  };
+  const measured = [...rows]
+    .sort((a, b) => a.start - b.start)
+    .map((r) => ({
+      vm: `vm${r.vm}`,
+      from: `node${r.from}`,
+      to: `node${r.to}`,
+      bwMbps: r.bw,
+      memUsedMB: attrs[r.vm].memUsed,
+      startS: r.start - t0,
+      durationS: r.end - r.start,
+    }));
+  return { id, scenario: validateScenario(scenario, id), measured };
+}

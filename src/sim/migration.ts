@@ -1,0 +1,231 @@
+// One simulated migration: the engine's source and destination wired to modelled
+// lanes (fluid TCP flows over the network) in virtual time.
+
+import { batchBytes, type MigrationConfig, migrationConfig } from '../engine/config.ts';
+import { MigrationDestination } from '../engine/destination.ts';
+import type { DestinationMessage, SourceMessage } from '../engine/messages.ts';
+import { MigrationSource } from '../engine/source.ts';
+import { type Outcome, percentiles } from '../engine/stats.ts';
+import type { MigrationReport } from '../report/schema.ts';
+import type { EventQueue } from './event-queue.ts';
+import { type GuestHooks, SequentialAccessGuest } from './guest.ts';
+import { SimDirtyLog, SimGuestMemory } from './guest-memory.ts';
+import type { Flow, Network } from './network.ts';
+import type { Rng } from './rng.ts';
+import type { MigrationSpec, VmSpec } from './scenario.ts';
+
+/** The path between two hosts, as the migration's lanes see it. */
+export interface Path {
+  bulk: Flow;
+  urgent: Flow;
+  /** One-way latency, ms. */
+  latencyMs: number;
+}
+
+export function configFromSpec(m: MigrationSpec): MigrationConfig {
+  return migrationConfig({
+    mode: m.mode,
+    stop: {
+      downtimeLimitMs: m.downtimeLimitMs,
+      maxRounds: m.maxRounds,
+      maxBytesFactor: m.maxBytesFactor,
+      deadlineMs: m.deadlineS * 1000,
+      onNoConvergence: m.onNoConvergence,
+    },
+    postcopy: {
+      prepageForward: m.prepageForward,
+      prepageBackward: m.prepageBackward,
+      urgentLane: m.urgentLane,
+      jumpToFault: true,
+    },
+    hybrid: { rounds: m.hybridRounds },
+  });
+}
+
+function messageBytes(msg: SourceMessage): number {
+  switch (msg.type) {
+    case 'pages':
+      return batchBytes(msg.batch.pageCount, msg.batch.zeroCount);
+    case 'switchover':
+      return 32 + msg.deviceStateBytes + msg.discard.length * 4;
+    default:
+      return 16;
+  }
+}
+
+export class SimMigration {
+  readonly source: MigrationSource;
+  readonly destination: MigrationDestination;
+  readonly memory: SimGuestMemory;
+  private readonly dirty: SimDirtyLog;
+  private readonly guest: GuestHooks;
+  private startedAt = 0;
+  private stoppedAt = -1;
+  private resumedAt = -1;
+  private postcopyAt = -1;
+  private endedAt = -1;
+  private outcome: Outcome | undefined;
+  private reason = '';
+  private bulkPagesInFlight = 0;
+  /** Called once when the migration ends. */
+  onEnd: (m: SimMigration) => void = () => {};
+
+  constructor(
+    private readonly queue: EventQueue,
+    private readonly net: Network,
+    readonly spec: MigrationSpec,
+    readonly vm: VmSpec,
+    readonly from: string,
+    private readonly path: Path,
+    private readonly socketBuffer: number,
+    rng: Rng,
+  ) {
+    this.memory = new SimGuestMemory(vm);
+    const dirtyRng = rng.fork(2);
+    this.dirty = new SimDirtyLog(vm, this.memory, queue.now, () => dirtyRng.next());
+    this.source = new MigrationSource(configFromSpec(spec), this.memory, this.dirty);
+    this.destination = new MigrationDestination(this.memory.pageCount);
+    this.guest = new SequentialAccessGuest(vm, this.memory, queue, rng.fork(1), {
+      fault: (pfn) => this.fault(pfn),
+      present: (pfn) => this.destination.present.has(pfn),
+    });
+  }
+
+  get ended(): boolean {
+    return this.outcome !== undefined;
+  }
+
+  start(): void {
+    this.startedAt = this.queue.now;
+    this.source.start(this.queue.now);
+    this.afterSource();
+  }
+
+  /** The simulation ran out of time. */
+  timeout(): void {
+    if (!this.ended) this.end('failed', 'the simulation ended before the migration did');
+  }
+
+  private fault(pfn: number): 'present' | 'wait' {
+    const r = this.destination.fault(this.queue.now, pfn);
+    if (r === 'present') return 'present';
+    if (r === 'requested') this.afterDestination();
+    return 'wait';
+  }
+
+  private end(outcome: Outcome, reason: string): void {
+    if (this.ended) return;
+    this.outcome = outcome;
+    this.reason = reason;
+    this.endedAt = this.queue.now;
+    this.guest.stop();
+    this.onEnd(this);
+  }
+
+  /** Handles the source's events, then keeps its lanes busy. */
+  private afterSource(): void {
+    this.sourceEvents();
+    this.pump();
+  }
+
+  private sourceEvents(): void {
+    for (const e of this.source.takeEvents()) {
+      if (e.type === 'guest-stopped') this.stoppedAt = e.at;
+      else if (e.type === 'postcopy-started') this.postcopyAt = e.at;
+      // a completed migration ends when the destination says so
+      else if (e.type === 'finished' && e.outcome !== 'completed') this.end(e.outcome, e.reason);
+    }
+  }
+
+  private afterDestination(): void {
+    for (const e of this.destination.takeEvents()) {
+      if (e.type === 'guest-resumed') {
+        this.resumedAt = e.at;
+        if (e.postcopy) this.guest.start();
+      } else if (e.type === 'finished') this.end(e.outcome, e.reason);
+    }
+    const msgs = this.destination.takeMessages();
+    if (msgs.length > 0) this.queue.after(this.path.latencyMs, () => this.toSource(msgs));
+  }
+
+  private toSource(msgs: DestinationMessage[]): void {
+    for (const m of msgs) this.source.receive(this.queue.now, m);
+    this.afterSource();
+  }
+
+  /**
+   * Keeps the lanes fed. In postcopy the bulk lane holds at most a socket buffer, so a
+   * demand page sent on it waits behind that much; in precopy nothing waits on queue
+   * position, so a whole batch (up to the next stop-rule check) is one flow.
+   */
+  private pump(): void {
+    const now = this.queue.now;
+    const src = this.source;
+    while (src.hasWork('urgent')) {
+      const m = src.next(now, 'urgent', Number.POSITIVE_INFINITY);
+      if (!m) break;
+      this.enqueue(this.path.urgent, m);
+    }
+    const bulk = this.path.bulk;
+    for (;;) {
+      if (!src.hasWork('bulk')) break;
+      let budget: number;
+      if (src.phase === 'postcopy') {
+        // like a socket, writable again once half the buffer has drained
+        if (bulk.backlog > this.socketBuffer / 2) break;
+        budget = this.socketBuffer - bulk.backlog;
+      } else {
+        if (this.bulkPagesInFlight > 0) break;
+        budget = Number.POSITIVE_INFINITY;
+      }
+      const m = src.next(now, 'bulk', budget);
+      if (!m) break;
+      this.enqueue(bulk, m);
+    }
+    if (bulk.backlog === 0 && this.bulkPagesInFlight === 0) src.idle();
+    this.sourceEvents(); // `next` may have ended precopy (stop rule, abort)
+  }
+
+  private enqueue(flow: Flow, m: SourceMessage): void {
+    const bytes = messageBytes(m);
+    const isPages = m.type === 'pages';
+    if (isPages && flow === this.path.bulk) this.bulkPagesInFlight++;
+    this.net.send(flow, bytes, () => {
+      if (isPages && flow === this.path.bulk) this.bulkPagesInFlight--;
+      this.source.sent(this.queue.now, bytes);
+      this.queue.after(this.path.latencyMs, () => this.toDestination(m));
+      this.pump();
+    });
+  }
+
+  private toDestination(m: SourceMessage): void {
+    const arrival = this.destination.receive(this.queue.now, m);
+    if (arrival && arrival.install.length > 0) this.guest.arrived();
+    this.afterDestination();
+  }
+
+  report(variant: string): MigrationReport {
+    const s = this.source.stats;
+    const d = this.destination.stats;
+    const end = this.endedAt >= 0 ? this.endedAt : this.queue.now;
+    return {
+      vm: this.vm.name,
+      variant: variant || this.spec.variant,
+      mode: this.spec.mode,
+      source: this.from,
+      destination: this.spec.to,
+      outcome: this.outcome ?? 'failed',
+      reason: this.reason,
+      startMs: this.startedAt,
+      totalTimeMs: end - this.startedAt,
+      downtimeMs: this.stoppedAt >= 0 && this.resumedAt >= 0 ? this.resumedAt - this.stoppedAt : 0,
+      bytesSent: s.bytesSent,
+      pagesSent: { ...s.pagesSent },
+      rounds: s.rounds,
+      roundPages: [...s.roundPages],
+      remoteFaults: d.remoteFaults,
+      faultLatencyUs: percentiles(d.faultLatencyUs),
+      postcopyMs: this.postcopyAt >= 0 ? end - this.postcopyAt : 0,
+    };
+  }
+}

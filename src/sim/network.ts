@@ -1,0 +1,201 @@
+// Fluid network model. Every link direction is a resource with a capacity; a flow (one
+// TCP connection with bytes queued) crosses the resources of its route. Backlogged flows
+// share every resource max-min fairly; rates are recomputed only for the connected
+// component of flows touched when one starts or stops sending.
+
+import type { EventQueue } from './event-queue.ts';
+
+export class Resource {
+  /** Flows currently sending through this resource. */
+  readonly flows: Flow[] = [];
+  mark = 0;
+  constructor(
+    readonly name: string,
+    /** Capacity in bytes per millisecond. */
+    readonly capacity: number,
+  ) {}
+}
+
+interface Item {
+  end: number;
+  onSent: () => void;
+}
+
+export class Flow {
+  rate = 0; // bytes per ms
+  private transmitted = 0;
+  private queued = 0;
+  private lastUpdate = 0;
+  private readonly items: Item[] = [];
+  private head = 0;
+  version = 0;
+  active = false;
+  mark = 0;
+
+  constructor(
+    readonly resources: Resource[],
+    /** Upper bound on this flow's rate in bytes per ms (a per-migration bandwidth cap). */
+    readonly cap: number,
+  ) {}
+
+  /** Bytes queued and not yet on the wire. */
+  get backlog(): number {
+    return this.queued - this.transmitted;
+  }
+
+  advance(now: number): void {
+    if (this.active)
+      this.transmitted = Math.min(this.queued, this.transmitted + this.rate * (now - this.lastUpdate));
+    this.lastUpdate = now;
+  }
+
+  push(bytes: number, onSent: () => void): void {
+    this.queued += bytes;
+    this.items.push({ end: this.queued, onSent });
+  }
+
+  get empty(): boolean {
+    return this.head === this.items.length;
+  }
+
+  /** Bytes still to transmit before the head item is fully sent. */
+  untilHead(): number {
+    return Math.max(0, this.items[this.head].end - this.transmitted);
+  }
+
+  shift(): Item {
+    const it = this.items[this.head++];
+    this.transmitted = it.end;
+    if (this.head > 64 && this.head * 2 > this.items.length) {
+      this.items.splice(0, this.head);
+      this.head = 0;
+    }
+    return it;
+  }
+}
+
+export class Network {
+  private stamp = 0;
+
+  constructor(private readonly queue: EventQueue) {}
+
+  /** Queues `bytes` on `flow`; `onSent` runs when the last of them has left. */
+  send(flow: Flow, bytes: number, onSent: () => void): void {
+    flow.push(bytes, onSent);
+    if (flow.active) return;
+    flow.active = true;
+    flow.advance(this.queue.now);
+    for (const r of flow.resources) r.flows.push(flow);
+    this.rebalance(flow.resources);
+  }
+
+  private complete(flow: Flow, version: number): void {
+    if (version !== flow.version) return; // rescheduled since
+    flow.advance(this.queue.now);
+    const item = flow.shift();
+    item.onSent(); // may queue more on this flow
+    if (!flow.empty) {
+      this.schedule(flow);
+      return;
+    }
+    flow.active = false;
+    flow.rate = 0;
+    flow.version++;
+    for (const r of flow.resources) r.flows.splice(r.flows.indexOf(flow), 1);
+    this.rebalance(flow.resources);
+  }
+
+  private schedule(flow: Flow): void {
+    const v = ++flow.version;
+    const remaining = flow.untilHead();
+    const dt = flow.rate > 0 ? remaining / flow.rate : Number.POSITIVE_INFINITY;
+    if (dt === Number.POSITIVE_INFINITY) return;
+    this.queue.at(this.queue.now + dt, () => this.complete(flow, v));
+  }
+
+  /** Recomputes max-min fair rates for every flow connected to `seeds`. */
+  private rebalance(seeds: Resource[]): void {
+    const stamp = ++this.stamp;
+    const flows: Flow[] = [];
+    const resources: Resource[] = [];
+    const stack = [...seeds];
+    for (const r of stack) r.mark = stamp;
+    while (stack.length > 0) {
+      const r = stack.pop()!;
+      resources.push(r);
+      for (const f of r.flows) {
+        if (f.mark === stamp) continue;
+        f.mark = stamp;
+        flows.push(f);
+        for (const r2 of f.resources)
+          if (r2.mark !== stamp) {
+            r2.mark = stamp;
+            stack.push(r2);
+          }
+      }
+    }
+    const now = this.queue.now;
+    for (const f of flows) f.advance(now);
+    const rates = maxMinRates(flows, resources);
+    for (let i = 0; i < flows.length; i++) {
+      const f = flows[i];
+      if (f.rate === rates[i] && f.version > 0) continue;
+      f.rate = rates[i];
+      this.schedule(f);
+    }
+  }
+}
+
+/** Progressive filling: repeatedly saturate the tightest resource (or flow cap). */
+export function maxMinRates(flows: Flow[], resources: Resource[]): number[] {
+  if (flows.length === 1) {
+    let rate = flows[0].cap;
+    for (const r of flows[0].resources) rate = Math.min(rate, r.capacity);
+    return [rate];
+  }
+  const rates = new Array<number>(flows.length).fill(-1);
+  const index = new Map<Flow, number>();
+  for (let i = 0; i < flows.length; i++) index.set(flows[i], i);
+  const left = new Map<Resource, number>();
+  const users = new Map<Resource, number>();
+  for (const r of resources) {
+    left.set(r, r.capacity);
+    users.set(r, r.flows.length);
+  }
+  let unfixed = flows.length;
+  while (unfixed > 0) {
+    let share = Number.POSITIVE_INFINITY;
+    let bottleneck: Resource | undefined;
+    for (const r of resources) {
+      const u = users.get(r)!;
+      if (u === 0) continue;
+      const s = left.get(r)! / u;
+      if (s < share) {
+        share = s;
+        bottleneck = r;
+      }
+    }
+    let capped = -1;
+    for (let i = 0; i < flows.length; i++)
+      if (rates[i] < 0 && flows[i].cap < share) {
+        share = flows[i].cap;
+        capped = i;
+      }
+    const fix = (i: number) => {
+      rates[i] = share;
+      unfixed--;
+      for (const r of flows[i].resources) {
+        left.set(r, Math.max(0, left.get(r)! - share));
+        users.set(r, users.get(r)! - 1);
+      }
+    };
+    if (capped >= 0) fix(capped);
+    else if (bottleneck) {
+      for (const f of bottleneck.flows) {
+        const i = index.get(f)!;
+        if (rates[i] < 0) fix(i);
+      }
+    } else break;
+  }
+  return rates.map((r) => Math.max(r, 0));
+}

@@ -1,0 +1,171 @@
+// Scenario files: YAML validated against a schema. Every error names its path in the
+// file and what is wrong with it.
+
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+
+const positive = (what: string) =>
+  z.number({ error: `${what} must be a number` }).positive(`${what} must be > 0`);
+const nonNegative = (what: string) =>
+  z.number({ error: `${what} must be a number` }).nonnegative(`${what} must be ≥ 0`);
+const name = z.string().min(1, 'name must not be empty');
+
+const Network = z
+  .strictObject({
+    efficiency: z.number().gt(0).lte(1).default(0.94),
+    socketBufferKiB: positive('socket buffer').default(4096),
+  })
+  .prefault({});
+
+const Switch = z.strictObject({ name, latencyUs: nonNegative('latency').default(0) });
+
+const Link = z.strictObject({
+  from: name,
+  to: name,
+  bandwidthMbps: positive('bandwidth'),
+  latencyUs: nonNegative('latency').default(0),
+});
+
+const Host = z.strictObject({
+  name,
+  /** Full-duplex NIC: each direction has this capacity unless upload/download say otherwise. */
+  nicMbps: positive('NIC bandwidth'),
+  uploadMbps: positive('upload bandwidth').optional(),
+  downloadMbps: positive('download bandwidth').optional(),
+  latencyUs: nonNegative('latency').default(50),
+  switch: name.optional(),
+});
+
+const Dirty = z
+  .strictObject({
+    /** Hot set rewritten every `hotPeriodS` seconds. */
+    hotSetMiB: nonNegative('hot set').default(0),
+    hotPeriodS: positive('hot period').default(1),
+    /** `burst`: the whole hot set at once each period; `sweep`: continuously. */
+    hotPattern: z.enum(['burst', 'sweep']).default('sweep'),
+    /** Cold dirtying, MB/s, sweeping the rest of the working set. */
+    rateMBps: nonNegative('dirty rate').default(0),
+    /** Pages written at all (default: every page in use). */
+    workingSetMiB: positive('working set').optional(),
+  })
+  .prefault({});
+
+const Access = z
+  .strictObject({
+    /** Page touches per second while the guest runs (remote faults come from these). */
+    touchesPerSec: nonNegative('touch rate').default(1000),
+    /** Share of touches that go to the hot set (the rest: anywhere in use). */
+    hotFraction: z.number().min(0).max(1).default(0.8),
+  })
+  .prefault({});
+
+const Vm = z
+  .strictObject({
+    name,
+    host: name,
+    ramMiB: positive('RAM'),
+    usedMiB: positive('memory in use').optional(),
+    dirty: Dirty,
+    access: Access,
+  })
+  .refine((v) => v.usedMiB === undefined || v.usedMiB <= v.ramMiB, {
+    message: 'usedMiB must not exceed ramMiB',
+    path: ['usedMiB'],
+  });
+
+const Migration = z.strictObject({
+  vm: name,
+  to: name,
+  atS: nonNegative('start time').default(0),
+  mode: z.enum(['precopy', 'postcopy', 'hybrid']).default('precopy'),
+  variant: z.string().default(''),
+  downtimeLimitMs: positive('downtime limit').default(300),
+  maxRounds: z.number().int().nonnegative().default(0),
+  maxBytesFactor: nonNegative('max bytes factor').default(0),
+  deadlineS: nonNegative('deadline').default(0),
+  onNoConvergence: z.enum(['abort', 'force', 'postcopy']).default('abort'),
+  hybridRounds: z.number().int().nonnegative().default(0),
+  prepageForward: z.number().int().nonnegative().default(0),
+  prepageBackward: z.number().int().nonnegative().default(0),
+  urgentLane: z.boolean().default(true),
+  maxBandwidthMbps: positive('max bandwidth').optional(),
+});
+
+export const ScenarioSchema = z.strictObject({
+  name: z.string().default('scenario'),
+  /** Virtual seconds after which the simulation stops (migrations still running fail). */
+  durationS: positive('duration').default(3600),
+  network: Network,
+  switches: z.array(Switch).default([]),
+  links: z.array(Link).default([]),
+  hosts: z.array(Host).min(1, 'at least one host is needed'),
+  vms: z.array(Vm).default([]),
+  migrations: z.array(Migration).default([]),
+});
+
+export type Scenario = z.infer<typeof ScenarioSchema>;
+export type ScenarioInput = z.input<typeof ScenarioSchema>;
+export type VmSpec = Scenario['vms'][number];
+export type MigrationSpec = Scenario['migrations'][number];
+export type HostSpec = Scenario['hosts'][number];
+
+export class ScenarioError extends Error {}
+
+function pathOf(path: PropertyKey[]): string {
+  let out = '';
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out ? `.${String(p)}` : String(p);
+  return out || '(top level)';
+}
+
+/** Validates a parsed scenario; throws ScenarioError naming every problem found. */
+export function validateScenario(raw: unknown, source = 'scenario'): Scenario {
+  const r = ScenarioSchema.safeParse(raw);
+  if (!r.success) {
+    const lines = r.error.issues.map((i) => {
+      if (i.code === 'unrecognized_keys')
+        return `${pathOf(i.path)}: unknown field ${i.keys.map((k) => `'${k}'`).join(', ')}`;
+      return `${pathOf(i.path)}: ${i.message}`;
+    });
+    throw new ScenarioError(`${source}: ${lines.join('; ')}`);
+  }
+  const s = r.data;
+  const problems: string[] = [];
+  const unique = (list: { name: string }[], what: string, key: string) => {
+    const seen = new Set<string>();
+    list.forEach((x, i) => {
+      if (seen.has(x.name)) problems.push(`${key}[${i}].name: duplicate ${what} '${x.name}'`);
+      seen.add(x.name);
+    });
+    return seen;
+  };
+  const hosts = unique(s.hosts, 'host', 'hosts');
+  const switches = unique(s.switches, 'switch', 'switches');
+  const vms = unique(s.vms, 'VM', 'vms');
+  s.hosts.forEach((h, i) => {
+    if (h.switch && !switches.has(h.switch))
+      problems.push(`hosts[${i}].switch: unknown switch '${h.switch}'`);
+  });
+  s.links.forEach((l, i) => {
+    if (!switches.has(l.from)) problems.push(`links[${i}].from: unknown switch '${l.from}'`);
+    if (!switches.has(l.to)) problems.push(`links[${i}].to: unknown switch '${l.to}'`);
+  });
+  s.vms.forEach((v, i) => {
+    if (!hosts.has(v.host)) problems.push(`vms[${i}].host: unknown host '${v.host}'`);
+  });
+  s.migrations.forEach((m, i) => {
+    if (!vms.has(m.vm)) problems.push(`migrations[${i}].vm: unknown VM '${m.vm}'`);
+    if (!hosts.has(m.to)) problems.push(`migrations[${i}].to: unknown host '${m.to}'`);
+  });
+  if (problems.length > 0) throw new ScenarioError(`${source}: ${problems.join('; ')}`);
+  return s;
+}
+
+export function parseScenario(text: string, source = 'scenario'): Scenario {
+  let raw: unknown;
+  try {
+    raw = parseYaml(text);
+  } catch (e) {
+    throw new ScenarioError(`${source}: not valid YAML: ${(e as Error).message.split('\n')[0]}`);
+  }
+  return validateScenario(raw, source);
+}

@@ -1,0 +1,190 @@
+// A simulated datacenter built from a scenario: hosts with full-duplex NICs, switches
+// and links, VMs, and the migrations between them, run in virtual time.
+
+import type { MigrationReport, Report } from '../report/schema.ts';
+import { EventQueue } from './event-queue.ts';
+import { type Path, SimMigration } from './migration.ts';
+import { Flow, Network, Resource } from './network.ts';
+import { Rng } from './rng.ts';
+import type { Scenario } from './scenario.ts';
+
+const DEFAULT_SWITCH = '';
+
+/** Mbit/s of line rate to bytes per ms of goodput. */
+function goodput(mbps: number, efficiency: number): number {
+  return (mbps * 1e6 * efficiency) / 8 / 1000;
+}
+
+interface HostNode {
+  up: Resource;
+  down: Resource;
+  switch: string;
+  latencyMs: number;
+}
+
+interface Edge {
+  to: string;
+  resource: Resource;
+  latencyMs: number;
+}
+
+export interface RunOptions {
+  seed: number;
+  /** Reported as the variant of every migration that has none. */
+  variant?: string;
+}
+
+export class World {
+  readonly queue = new EventQueue();
+  readonly net = new Network(this.queue);
+  private readonly hosts = new Map<string, HostNode>();
+  private readonly edges = new Map<string, Edge[]>();
+  private readonly switchLatency = new Map<string, number>();
+  private readonly vmHost = new Map<string, string>();
+  private readonly busy = new Set<string>();
+  readonly migrations: SimMigration[] = [];
+  private readonly reports: (MigrationReport | undefined)[] = [];
+
+  constructor(
+    readonly scenario: Scenario,
+    readonly options: RunOptions,
+  ) {
+    const eff = scenario.network.efficiency;
+    for (const s of scenario.switches) this.switchLatency.set(s.name, s.latencyUs / 1000);
+    for (const l of scenario.links) {
+      const cap = goodput(l.bandwidthMbps, eff);
+      this.edge(l.from, {
+        to: l.to,
+        resource: new Resource(`${l.from}->${l.to}`, cap),
+        latencyMs: l.latencyUs / 1000,
+      });
+      this.edge(l.to, {
+        to: l.from,
+        resource: new Resource(`${l.to}->${l.from}`, cap),
+        latencyMs: l.latencyUs / 1000,
+      });
+    }
+    for (const h of scenario.hosts) {
+      this.hosts.set(h.name, {
+        up: new Resource(`${h.name}:up`, goodput(h.uploadMbps ?? h.nicMbps, eff)),
+        down: new Resource(`${h.name}:down`, goodput(h.downloadMbps ?? h.nicMbps, eff)),
+        switch: h.switch ?? DEFAULT_SWITCH,
+        latencyMs: h.latencyUs / 1000,
+      });
+    }
+    for (const v of scenario.vms) this.vmHost.set(v.name, v.host);
+  }
+
+  private edge(from: string, e: Edge): void {
+    const list = this.edges.get(from) ?? [];
+    list.push(e);
+    this.edges.set(from, list);
+  }
+
+  /** Shortest switch path (fewest hops) between two hosts, as resources and latency. */
+  route(from: string, to: string, capMbps?: number): Path | string {
+    const a = this.hosts.get(from)!;
+    const b = this.hosts.get(to)!;
+    const resources = [a.up];
+    let latency = a.latencyMs + b.latencyMs + (this.switchLatency.get(a.switch) ?? 0);
+    if (a.switch !== b.switch) {
+      const prev = new Map<string, Edge & { from: string }>();
+      const seen = new Set([a.switch]);
+      const todo = [a.switch];
+      while (todo.length > 0 && !seen.has(b.switch)) {
+        const s = todo.shift()!;
+        for (const e of this.edges.get(s) ?? [])
+          if (!seen.has(e.to)) {
+            seen.add(e.to);
+            prev.set(e.to, { ...e, from: s });
+            todo.push(e.to);
+          }
+      }
+      if (!seen.has(b.switch)) return `no network path from host '${from}' to host '${to}'`;
+      const hops: Resource[] = [];
+      for (let s = b.switch; s !== a.switch; ) {
+        const e = prev.get(s)!;
+        hops.unshift(e.resource);
+        latency += e.latencyMs + (this.switchLatency.get(s) ?? 0);
+        s = e.from;
+      }
+      resources.push(...hops);
+    }
+    resources.push(b.down);
+    const cap = capMbps ? goodput(capMbps, this.scenario.network.efficiency) : Number.POSITIVE_INFINITY;
+    return { bulk: new Flow(resources, cap), urgent: new Flow(resources, cap), latencyMs: latency };
+  }
+
+  run(): Report {
+    const s = this.scenario;
+    const rng = new Rng(this.options.seed);
+    const vms = new Map(s.vms.map((v) => [v.name, v]));
+    const socketBuffer = s.network.socketBufferKiB * 1024;
+    s.migrations.forEach((spec, i) => {
+      const vmRng = rng.fork(i);
+      this.queue.at(spec.atS * 1000, () => {
+        const vm = vms.get(spec.vm)!;
+        const from = this.vmHost.get(spec.vm)!;
+        const fail = (reason: string) => {
+          this.reports[i] = failedReport(spec, from, this.queue.now, reason, this.options.variant, 'aborted');
+        };
+        if (this.busy.has(spec.vm)) return fail(`VM '${spec.vm}' is already migrating`);
+        if (from === spec.to) return fail(`VM '${spec.vm}' already runs on host '${spec.to}'`);
+        const path = this.route(from, spec.to, spec.maxBandwidthMbps);
+        if (typeof path === 'string') return fail(path);
+        const m = new SimMigration(this.queue, this.net, spec, vm, from, path, socketBuffer, vmRng);
+        this.busy.add(spec.vm);
+        m.onEnd = (done) => {
+          this.busy.delete(spec.vm);
+          if (done.report('').outcome === 'completed') this.vmHost.set(spec.vm, spec.to);
+          this.reports[i] = done.report(this.options.variant ?? '');
+        };
+        this.migrations.push(m);
+        m.start();
+      });
+    });
+    this.queue.run(s.durationS * 1000);
+    for (const m of this.migrations) m.timeout();
+    return {
+      scenario: s.name,
+      seed: this.options.seed,
+      world: 'sim',
+      migrations: this.reports.map(
+        (r, i) => r ?? failedReport(s.migrations[i], '', 0, 'never started', this.options.variant),
+      ),
+    };
+  }
+}
+
+function failedReport(
+  spec: Scenario['migrations'][number],
+  from: string,
+  now: number,
+  reason: string,
+  variant?: string,
+  outcome: MigrationReport['outcome'] = 'failed',
+): MigrationReport {
+  return {
+    vm: spec.vm,
+    variant: variant || spec.variant,
+    mode: spec.mode,
+    source: from,
+    destination: spec.to,
+    outcome,
+    reason,
+    startMs: now,
+    totalTimeMs: 0,
+    downtimeMs: 0,
+    bytesSent: 0,
+    pagesSent: { bulk: 0, urgent: 0, prepaged: 0, resent: 0, zero: 0 },
+    rounds: 0,
+    roundPages: [],
+    remoteFaults: 0,
+    faultLatencyUs: { p50: 0, p90: 0, p99: 0, max: 0 },
+    postcopyMs: 0,
+  };
+}
+
+export function simulate(scenario: Scenario, options: RunOptions): Report {
+  return new World(scenario, options).run();
+}
