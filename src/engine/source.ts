@@ -35,6 +35,8 @@ export type SourceEvent =
 
 /** Bandwidth is re-measured over windows at least this long, as QEMU does. */
 const BANDWIDTH_WINDOW_MS = 100;
+/** Below the stop threshold, the dirty log is re-synced after each step this long (QEMU: 50 ms). */
+const STEP_MS = 50;
 
 export class MigrationSource {
   readonly stats: SourceStats = newSourceStats();
@@ -199,16 +201,21 @@ export class MigrationSource {
   }
 
   /**
-   * A round is one pass over the pages dirty at the previous sync. At the end of each
-   * pass the dirty log is synced and the stop rules decide: QEMU's rule stops when what
-   * was dirtied during the pass fits the downtime limit at the measured bandwidth.
+   * Precopy sends the pages dirty at the last sync in scan order. As QEMU does, once
+   * what is left fits the downtime budget (remaining ≤ bandwidth × limit) it syncs the
+   * dirty log and applies the stop rules; from then on it re-checks after every step
+   * of `STEP_MS` worth of data, so a quiet moment in the guest is not missed.
    */
   private nextPrecopy(now: number, maxPages: number): SourceMessage | null {
-    if (this.pending.size === 0) {
+    const threshold = (this.stats.bandwidth * this.config.stop.downtimeLimitMs) / 1000 / PAGE_SIZE;
+    if (this.pending.size === 0 || this.pending.size <= threshold) {
       // a new round's pages go after the previous round's roundEnd
       if (!this.checkpoint(now) || this.control.length > 0) return null;
     }
-    return this.pagesMessage(now, this.take(this.pending, maxPages, 'bulk'));
+    const step = Math.ceil((this.stats.bandwidth * STEP_MS) / 1000 / PAGE_SIZE);
+    const toThreshold = Math.ceil(this.pending.size - threshold);
+    const n = Math.max(1, Math.min(maxPages, Math.max(toThreshold, step)));
+    return this.pagesMessage(now, this.take(this.pending, n, 'bulk'));
   }
 
   /** Syncs the dirty log and applies the stop rules; false when precopy ended here. */

@@ -64,6 +64,7 @@ export class SimDirtyLog implements DirtyLog {
   private readonly hotPages: number;
   private readonly periodMs: number;
   private readonly burst: boolean;
+  private readonly once: boolean;
   private nextBurst: number;
   /** Pages added to the log since the run began (for reports and tests). */
   written = 0;
@@ -87,8 +88,9 @@ export class SimDirtyLog implements DirtyLog {
     this.hotPages = Math.min(ws, Math.round(d.hotSetMiB * MiB_PAGES));
     this.periodMs = d.hotPeriodS * 1000;
     this.burst = d.hotPattern === 'burst';
-    this.nextBurst = now + this.interval();
-    if (!this.burst && this.hotPages > 0)
+    this.once = d.hotPattern === 'once';
+    this.nextBurst = now + (this.once ? rng() * this.periodMs : this.interval());
+    if (d.hotPattern === 'sweep' && this.hotPages > 0)
       this.hot = new Sweep(0, this.hotPages, this.hotPages / this.periodMs);
     const coldPagesPerMs = (d.rateMBps * MB) / 4096 / 1000;
     this.cold = new Sweep(this.hotPages, ws, coldPagesPerMs);
@@ -102,9 +104,10 @@ export class SimDirtyLog implements DirtyLog {
   sync(now: number, into: PageSet): void {
     const dt = now - this.last;
     const before = into.size;
-    if (this.burst) {
+    if (this.burst || this.once) {
       if (this.nextBurst <= now && this.hotPages > 0) into.addRange(0, this.hotPages);
-      while (this.nextBurst <= now) this.nextBurst += this.interval();
+      while (this.nextBurst <= now)
+        this.nextBurst = this.once ? Number.POSITIVE_INFINITY : this.nextBurst + this.interval();
     } else this.hot?.advance(dt, into);
     this.cold.advance(dt, into);
     this.written += into.size - before;

@@ -97,8 +97,10 @@ export class SimMigration {
 
   start(): void {
     this.startedAt = this.queue.now;
-    this.source.start(this.queue.now);
-    this.afterSource();
+    this.queue.after(this.spec.setupMs, () => {
+      this.source.start(this.queue.now);
+      this.afterSource();
+    });
   }
 
   /** The simulation ran out of time. */

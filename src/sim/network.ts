@@ -9,11 +9,20 @@ export class Resource {
   /** Flows currently sending through this resource. */
   readonly flows: Flow[] = [];
   mark = 0;
+  /** Capacity in bytes per millisecond, as currently available. */
+  capacity: number;
+  /**
+   * A resource that loses `interference` × this one's throughput from its capacity: a
+   * host's receive direction while it also transmits (its ACKs and the transmit work
+   * share the path the incoming data needs).
+   */
+  coupled: { resource: Resource; interference: number } | undefined;
   constructor(
     readonly name: string,
-    /** Capacity in bytes per millisecond. */
-    readonly capacity: number,
-  ) {}
+    readonly nominal: number,
+  ) {
+    this.capacity = nominal;
+  }
 }
 
 interface Item {
@@ -115,6 +124,26 @@ export class Network {
 
   /** Recomputes max-min fair rates for every flow connected to `seeds`. */
   private rebalance(seeds: Resource[]): void {
+    // Throughput changes coupled capacities, which may move rates again: settle in a few passes.
+    for (let pass = 0; pass < 4 && seeds.length > 0; pass++) {
+      const resources = this.share(seeds);
+      seeds = [];
+      for (const r of resources) {
+        const c = r.coupled;
+        if (!c) continue;
+        let used = 0;
+        for (const f of r.flows) used += f.rate;
+        const cap = c.resource.nominal - c.interference * used;
+        if (Math.abs(cap - c.resource.capacity) > 1e-6 * c.resource.nominal) {
+          c.resource.capacity = cap;
+          seeds.push(c.resource);
+        }
+      }
+    }
+  }
+
+  /** Max-min fair rates for the component of flows connected to `seeds`; returns its resources. */
+  private share(seeds: Resource[]): Resource[] {
     const stamp = ++this.stamp;
     const flows: Flow[] = [];
     const resources: Resource[] = [];
@@ -143,6 +172,7 @@ export class Network {
       f.rate = rates[i];
       this.schedule(f);
     }
+    return resources;
   }
 }
 

@@ -12,7 +12,10 @@ const name = z.string().min(1, 'name must not be empty');
 
 const Network = z
   .strictObject({
+    /** Goodput ÷ line rate (TCP/IP and Ethernet framing: 1448 of 1538 bytes ≈ 0.94). */
     efficiency: z.number().gt(0).lte(1).default(0.94),
+    /** Share of a host's receive capacity lost while the host also transmits. */
+    duplexInterference: z.number().min(0).lt(1).default(0),
     socketBufferKiB: positive('socket buffer').default(4096),
   })
   .prefault({});
@@ -41,8 +44,12 @@ const Dirty = z
     /** Hot set rewritten every `hotPeriodS` seconds. */
     hotSetMiB: nonNegative('hot set').default(0),
     hotPeriodS: positive('hot period').default(1),
-    /** `burst`: the whole hot set at once each period; `sweep`: continuously. */
-    hotPattern: z.enum(['burst', 'sweep']).default('sweep'),
+    /**
+     * `sweep`: rewritten continuously, the whole hot set once per period; `burst`: all at
+     * once, at random moments averaging one per period; `once`: all at once, a single
+     * time within the first period (a warm-up that is over after the first round).
+     */
+    hotPattern: z.enum(['sweep', 'burst', 'once']).default('sweep'),
     /** Cold dirtying, MB/s, sweeping the rest of the working set. */
     rateMBps: nonNegative('dirty rate').default(0),
     /** Pages written at all (default: every page in use). */
@@ -89,6 +96,8 @@ const Migration = z.strictObject({
   prepageBackward: z.number().int().nonnegative().default(0),
   urgentLane: z.boolean().default(true),
   maxBandwidthMbps: positive('max bandwidth').optional(),
+  /** Time before the first page moves: connecting, creating the destination VM. */
+  setupMs: nonNegative('setup time').default(0),
 });
 
 export const ScenarioSchema = z.strictObject({

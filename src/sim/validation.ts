@@ -23,7 +23,8 @@ export interface GroupStats {
 }
 
 export interface ValidationResult {
-  overall: { count: number; mapePct: number; p90Pct: number };
+  /** `failed`: simulated migrations that did not complete (counted with their full simulated time). */
+  overall: { count: number; failed: number; mapePct: number; p90Pct: number };
   groups: GroupStats[];
   worst: Comparison[];
   model: G5kModel;
@@ -44,11 +45,14 @@ export function compareRuns(
   opts: { seed?: number; worst?: number; model?: G5kModel } = {},
 ): ValidationResult {
   const all: Comparison[] = [];
+  let failed = 0;
   for (const run of runs) {
     const report = simulate(run.scenario, { seed: opts.seed ?? 1 });
     run.measured.forEach((m, i) => {
       const sim = report.migrations[i];
-      const simulatedS = sim.outcome === 'completed' ? sim.totalTimeMs / 1000 : Number.POSITIVE_INFINITY;
+      // a migration that never completed counts with the time the simulation gave it
+      const simulatedS = sim.totalTimeMs / 1000;
+      if (sim.outcome !== 'completed') failed++;
       all.push({
         run: run.id,
         vm: m.vm,
@@ -71,7 +75,7 @@ export function compareRuns(
     };
   });
   return {
-    overall: { count: all.length, ...stats(all.map((c) => c.errorPct)) },
+    overall: { count: all.length, failed, ...stats(all.map((c) => c.errorPct)) },
     groups,
     worst: [...all].sort((a, b) => b.errorPct - a.errorPct).slice(0, opts.worst ?? 10),
     model: opts.model ?? G5K_MODEL,

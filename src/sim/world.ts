@@ -64,13 +64,12 @@ export class World {
         latencyMs: l.latencyUs / 1000,
       });
     }
+    const interference = scenario.network.duplexInterference;
     for (const h of scenario.hosts) {
-      this.hosts.set(h.name, {
-        up: new Resource(`${h.name}:up`, goodput(h.uploadMbps ?? h.nicMbps, eff)),
-        down: new Resource(`${h.name}:down`, goodput(h.downloadMbps ?? h.nicMbps, eff)),
-        switch: h.switch ?? DEFAULT_SWITCH,
-        latencyMs: h.latencyUs / 1000,
-      });
+      const up = new Resource(`${h.name}:up`, goodput(h.uploadMbps ?? h.nicMbps, eff));
+      const down = new Resource(`${h.name}:down`, goodput(h.downloadMbps ?? h.nicMbps, eff));
+      if (interference > 0) up.coupled = { resource: down, interference };
+      this.hosts.set(h.name, { up, down, switch: h.switch ?? DEFAULT_SWITCH, latencyMs: h.latencyUs / 1000 });
     }
     for (const v of scenario.vms) this.vmHost.set(v.name, v.host);
   }
