@@ -7,6 +7,27 @@ const CHUNK_SHIFT = 12;
 const CHUNK = 1 << CHUNK_SHIFT; // pages per chunk
 const WORDS = CHUNK >>> 5; // 32-bit words per chunk bitmap
 const MAX_CAPACITY = 2 ** 32;
+const EMPTY_POOL = new Uint32Array(0);
+
+/**
+ * Chunk tables of small sets are carved out of shared slabs: one backing store for many
+ * sets instead of one each, which matters with thousands of VMs (a slab is freed once
+ * every set using it is gone).
+ */
+const SLAB_INTS = 1 << 16;
+let slab = new Int32Array(SLAB_INTS);
+let slabUsed = 0;
+
+function fromSlab(ints: number): Int32Array {
+  if (ints > SLAB_INTS / 8) return new Int32Array(ints);
+  if (slabUsed + ints > SLAB_INTS) {
+    slab = new Int32Array(SLAB_INTS);
+    slabUsed = 0;
+  }
+  const t = slab.subarray(slabUsed, slabUsed + ints);
+  slabUsed += ints;
+  return t;
+}
 
 function popcount(x: number): number {
   x -= (x >>> 1) & 0x55555555;
@@ -22,9 +43,12 @@ function bits(lo: number, hi: number): number {
 
 export class PageSet {
   readonly capacity: number;
-  private readonly counts: Uint16Array | Uint32Array;
-  /** Bitmaps of partial chunks only; undefined for empty and full chunks. */
-  private readonly maps: (Uint32Array | undefined)[];
+  /** Per chunk: [member count, bitmap slot or -1]; only partial chunks have a bitmap. */
+  private readonly meta: Int32Array;
+  /** Bitmaps of partial chunks, `WORDS` words per slot, in one growable arena. */
+  private pool: Uint32Array = EMPTY_POOL;
+  private readonly freeSlots: number[] = [];
+  private slotsUsed = 0;
   private total = 0;
 
   constructor(capacity: number) {
@@ -34,41 +58,48 @@ export class PageSet {
     }
     this.capacity = capacity;
     const chunks = Math.ceil(capacity / CHUNK);
-    this.counts = new Uint32Array(chunks);
-    this.maps = new Array(chunks).fill(undefined);
+    this.meta = fromSlab(2 * chunks);
+    for (let c = 0; c < chunks; c++) this.meta[2 * c + 1] = -1;
   }
 
   get size(): number {
     return this.total;
   }
 
+  private get chunks(): number {
+    return this.meta.length >>> 1;
+  }
+
   private chunkLen(c: number): number {
     return Math.min(CHUNK, this.capacity - c * CHUNK);
+  }
+
+  /** Offset of chunk c's bitmap in the pool (the chunk must be partial). */
+  private at(c: number): number {
+    return this.meta[2 * c + 1] * WORDS;
   }
 
   has(pfn: number): boolean {
     // the range check matters: a full short last chunk would claim pages past the capacity
     if (!(pfn >>> 0 === pfn && pfn < this.capacity)) return false;
     const c = pfn >>> CHUNK_SHIFT;
-    const n = this.counts[c];
+    const n = this.meta[2 * c];
     if (n === 0) return false;
     if (n === this.chunkLen(c)) return true;
     const i = pfn & (CHUNK - 1);
-    return ((this.maps[c]![i >>> 5] >>> (i & 31)) & 1) === 1;
+    return ((this.pool[this.at(c) + (i >>> 5)] >>> (i & 31)) & 1) === 1;
   }
 
   /** Adds one page; true when it was not there before. */
   add(pfn: number): boolean {
     this.check(pfn);
     const c = pfn >>> CHUNK_SHIFT;
-    const n = this.counts[c];
-    const len = this.chunkLen(c);
-    if (n === len) return false;
-    const map = this.bitmap(c);
-    const i = pfn & (CHUNK - 1);
-    const bit = 1 << (i & 31);
-    if (map[i >>> 5] & bit) return false;
-    map[i >>> 5] |= bit;
+    const n = this.meta[2 * c];
+    if (n === this.chunkLen(c)) return false;
+    const w = this.bitmap(c) + ((pfn & (CHUNK - 1)) >>> 5);
+    const bit = 1 << (pfn & 31);
+    if (this.pool[w] & bit) return false;
+    this.pool[w] |= bit;
     this.settle(c, n + 1);
     return true;
   }
@@ -77,13 +108,15 @@ export class PageSet {
   delete(pfn: number): boolean {
     if (!(pfn >>> 0 === pfn && pfn < this.capacity)) return false;
     const c = pfn >>> CHUNK_SHIFT;
-    const n = this.counts[c];
+    const n = this.meta[2 * c];
     if (n === 0) return false;
-    const map = this.bitmap(c);
-    const i = pfn & (CHUNK - 1);
-    const bit = 1 << (i & 31);
-    if (!(map[i >>> 5] & bit)) return false;
-    map[i >>> 5] &= ~bit;
+    const w = this.bitmap(c) + ((pfn & (CHUNK - 1)) >>> 5);
+    const bit = 1 << (pfn & 31);
+    if (!(this.pool[w] & bit)) {
+      this.settle(c, n); // a bitmap made for nothing goes back
+      return false;
+    }
+    this.pool[w] &= ~bit;
     this.settle(c, n - 1);
     return true;
   }
@@ -106,9 +139,10 @@ export class PageSet {
     while (start < end) {
       const c = start >>> CHUNK_SHIFT;
       const cEnd = Math.min(end, (c + 1) * CHUNK);
-      const cn = this.counts[c];
-      if (cn === this.chunkLen(c)) n += cEnd - start;
-      else if (cn !== 0) n += this.countBits(this.maps[c]!, start - c * CHUNK, cEnd - c * CHUNK);
+      const cn = this.meta[2 * c];
+      const whole = start === c * CHUNK && cEnd === start + this.chunkLen(c);
+      if (whole || cn === this.chunkLen(c)) n += whole ? cn : cEnd - start;
+      else if (cn !== 0) n += this.countBits(this.at(c), start - c * CHUNK, cEnd - c * CHUNK);
       start = cEnd;
     }
     return n;
@@ -118,15 +152,17 @@ export class PageSet {
   next(from: number): number {
     if (!(from >= 0)) from = 0;
     else if (from >= this.capacity) return -1; // a full short last chunk would return `from`
-    for (let c = from >>> CHUNK_SHIFT; c < this.counts.length; c++) {
-      const n = this.counts[c];
+    const chunks = this.chunks;
+    const pool = this.pool;
+    for (let c = from >>> CHUNK_SHIFT; c < chunks; c++) {
+      const n = this.meta[2 * c];
       const base = c * CHUNK;
       if (n === 0) continue;
       const lo = Math.max(from - base, 0);
       if (n === this.chunkLen(c)) return base + lo;
-      const map = this.maps[c]!;
+      const off = this.at(c);
       for (let w = lo >>> 5; w < WORDS; w++) {
-        let word = map[w];
+        let word = pool[off + w];
         if (w === lo >>> 5) word &= bits(lo & 31, 32);
         if (word !== 0) return base + (w << 5) + (31 - Math.clz32(word & -word));
       }
@@ -138,16 +174,18 @@ export class PageSet {
   nextAbsent(from: number): number {
     if (!(from >= 0)) from = 0;
     else if (from >= this.capacity) return this.capacity;
-    for (let c = from >>> CHUNK_SHIFT; c < this.counts.length; c++) {
-      const n = this.counts[c];
+    const chunks = this.chunks;
+    const pool = this.pool;
+    for (let c = from >>> CHUNK_SHIFT; c < chunks; c++) {
+      const n = this.meta[2 * c];
       const base = c * CHUNK;
       const lo = Math.max(from - base, 0);
       if (n === 0) return base + lo;
       const len = this.chunkLen(c);
       if (n === len) continue;
-      const map = this.maps[c]!;
+      const off = this.at(c);
       for (let w = lo >>> 5; w < WORDS; w++) {
-        let word = ~map[w];
+        let word = ~pool[off + w];
         if (w === lo >>> 5) word &= bits(lo & 31, 32);
         if (word !== 0) return Math.min(base + (w << 5) + (31 - Math.clz32(word & -word)), this.capacity);
       }
@@ -191,8 +229,13 @@ export class PageSet {
   }
 
   clear(): void {
-    this.counts.fill(0);
-    this.maps.fill(undefined);
+    for (let c = 0; c < this.chunks; c++) {
+      this.meta[2 * c] = 0;
+      this.meta[2 * c + 1] = -1;
+    }
+    this.pool = EMPTY_POOL;
+    this.freeSlots.length = 0;
+    this.slotsUsed = 0;
     this.total = 0;
   }
 
@@ -217,9 +260,12 @@ export class PageSet {
 
   /** Bytes of memory the set holds (for footprint accounting). */
   footprintBytes(): number {
-    let b = this.counts.byteLength + this.maps.length * 8;
-    for (const m of this.maps) if (m) b += m.byteLength;
-    return b;
+    return this.meta.byteLength + this.pool.byteLength;
+  }
+
+  /** Partial chunks, each holding a bitmap (for footprint accounting). */
+  get bitmaps(): number {
+    return this.slotsUsed - this.freeSlots.length;
   }
 
   private check(pfn: number): void {
@@ -227,33 +273,71 @@ export class PageSet {
       throw new RangeError(`pfn ${pfn} outside 0..${this.capacity - 1}`);
   }
 
-  private bitmap(c: number): Uint32Array {
-    let m = this.maps[c];
-    if (m) return m;
-    m = new Uint32Array(WORDS);
-    if (this.counts[c] !== 0) {
+  /** Pool offset of chunk c's bitmap, creating it (from the chunk's state) if needed. */
+  private bitmap(c: number): number {
+    const slot = this.meta[2 * c + 1];
+    if (slot >= 0) return slot * WORDS;
+    let s = this.freeSlots.pop();
+    if (s === undefined) {
+      s = this.slotsUsed++;
+      if (this.slotsUsed * WORDS > this.pool.length) {
+        // never more slots than chunks: a set with every chunk partial is one bit per page
+        const grown = new Uint32Array(Math.min(this.chunks, Math.max(4, this.slotsUsed * 2)) * WORDS);
+        grown.set(this.pool);
+        this.pool = grown;
+      }
+    }
+    this.meta[2 * c + 1] = s;
+    const off = s * WORDS;
+    if (this.meta[2 * c] === 0) this.pool.fill(0, off, off + WORDS);
+    else {
       // a full chunk being split: set exactly its pages (the last chunk may be short)
       const len = this.chunkLen(c);
-      m.fill(0xffffffff, 0, len >>> 5);
-      if (len & 31) m[len >>> 5] = bits(0, len & 31);
+      this.pool.fill(0xffffffff, off, off + (len >>> 5));
+      this.pool.fill(0, off + (len >>> 5), off + WORDS);
+      if (len & 31) this.pool[off + (len >>> 5)] = bits(0, len & 31);
     }
-    this.maps[c] = m;
-    return m;
+    return off;
   }
 
-  /** Records a chunk's new count and drops its bitmap when it became empty or full. */
+  /** Records a chunk's new count and frees its bitmap when it became empty or full. */
   private settle(c: number, n: number): void {
-    this.total += n - this.counts[c];
-    this.counts[c] = n;
-    if (n === 0 || n === this.chunkLen(c)) this.maps[c] = undefined;
+    this.total += n - this.meta[2 * c];
+    this.meta[2 * c] = n;
+    if ((n === 0 || n === this.chunkLen(c)) && this.meta[2 * c + 1] >= 0) {
+      this.freeSlots.push(this.meta[2 * c + 1]);
+      this.meta[2 * c + 1] = -1;
+      const live = this.slotsUsed - this.freeSlots.length;
+      if (live === 0) {
+        // no partial chunk left: give the arena back
+        this.pool = EMPTY_POOL;
+        this.freeSlots.length = 0;
+        this.slotsUsed = 0;
+      } else if (live * 4 <= this.pool.length / WORDS && this.pool.length > 4 * WORDS) this.compact(live);
+    }
   }
 
-  private countBits(map: Uint32Array, lo: number, hi: number): number {
+  /** Moves the live bitmaps into a smaller arena. */
+  private compact(live: number): void {
+    const pool = new Uint32Array(Math.max(4, live * 2) * WORDS);
+    let next = 0;
+    for (let c = 0; c < this.chunks; c++) {
+      const slot = this.meta[2 * c + 1];
+      if (slot < 0) continue;
+      pool.set(this.pool.subarray(slot * WORDS, (slot + 1) * WORDS), next * WORDS);
+      this.meta[2 * c + 1] = next++;
+    }
+    this.pool = pool;
+    this.slotsUsed = next;
+    this.freeSlots.length = 0;
+  }
+
+  private countBits(off: number, lo: number, hi: number): number {
     let n = 0;
     for (let w = lo >>> 5; w <= (hi - 1) >>> 5; w++) {
       const a = w === lo >>> 5 ? lo & 31 : 0;
       const b = w === (hi - 1) >>> 5 ? ((hi - 1) & 31) + 1 : 32;
-      n += popcount(map[w] & bits(a, b));
+      n += popcount(this.pool[off + w] & bits(a, b));
     }
     return n;
   }
@@ -261,45 +345,63 @@ export class PageSet {
   private rangeOp(start: number, end: number, set: boolean): number {
     start = Math.max(0, start);
     end = Math.min(this.capacity, end);
+    if (!(start < end)) return 0;
+    const first = start >>> CHUNK_SHIFT;
+    const last = (end - 1) >>> CHUNK_SHIFT;
+    const lastEnd = last * CHUNK + this.chunkLen(last);
     let changed = 0;
-    while (start < end) {
-      const c = start >>> CHUNK_SHIFT;
-      const base = c * CHUNK;
-      const len = this.chunkLen(c);
-      const cEnd = Math.min(end, base + len);
-      const n = this.counts[c];
-      if (start === base && cEnd === base + len) {
-        // whole chunk: no bitmap needed either way
-        const next = set ? len : 0;
-        changed += Math.abs(next - n);
-        this.settle(c, next);
-        this.maps[c] = undefined;
-      } else if (!((set && n === len) || (!set && n === 0))) {
-        const map = this.bitmap(c);
-        const lo = start - base;
-        const hi = cEnd - base;
-        let delta = 0;
-        for (let w = lo >>> 5; w <= (hi - 1) >>> 5; w++) {
-          const a = w === lo >>> 5 ? lo & 31 : 0;
-          const b = w === (hi - 1) >>> 5 ? ((hi - 1) & 31) + 1 : 32;
-          const m = bits(a, b);
-          const before = map[w];
-          const after = set ? (before | m) >>> 0 : (before & ~m) >>> 0;
-          delta += popcount(after) - popcount(before);
-          map[w] = after;
-        }
-        changed += Math.abs(delta);
-        this.settle(c, n + delta);
-      }
-      start = cEnd;
+    let from = first;
+    let to = last;
+    if (start !== first * CHUNK || (first === last && end !== lastEnd)) {
+      changed += this.partialOp(first, start, Math.min(end, (first + 1) * CHUNK), set);
+      from = first + 1;
+    }
+    if (from <= last && end !== lastEnd) {
+      changed += this.partialOp(last, last * CHUNK, end, set);
+      to = last - 1;
+    }
+    // whole chunks in the middle: counts only, no bitmaps (the hot loop for large ranges)
+    const meta = this.meta;
+    for (let c = from; c <= to; c++) {
+      const n = meta[2 * c];
+      const next = set ? (c === last ? this.chunkLen(c) : CHUNK) : 0;
+      if (n === next) continue;
+      changed += set ? next - n : n;
+      this.settle(c, next);
     }
     return changed;
   }
 
+  /** Sets or clears [start, end) inside chunk c (not the whole chunk). */
+  private partialOp(c: number, start: number, end: number, set: boolean): number {
+    const n = this.meta[2 * c];
+    const len = this.chunkLen(c);
+    if ((set && n === len) || (!set && n === 0)) return 0;
+    const off = this.bitmap(c);
+    const pool = this.pool;
+    const base = c * CHUNK;
+    const lo = start - base;
+    const hi = end - base;
+    let delta = 0;
+    const wLo = lo >>> 5;
+    const wHi = (hi - 1) >>> 5;
+    for (let w = wLo; w <= wHi; w++) {
+      const m = bits(w === wLo ? lo & 31 : 0, w === wHi ? ((hi - 1) & 31) + 1 : 32);
+      const before = pool[off + w];
+      const after = set ? (before | m) >>> 0 : (before & ~m) >>> 0;
+      if (before !== after) {
+        delta += popcount(after) - popcount(before);
+        pool[off + w] = after;
+      }
+    }
+    this.settle(c, n + delta);
+    return Math.abs(delta);
+  }
+
   private merge(other: PageSet, set: boolean): void {
     if (other.capacity !== this.capacity) throw new RangeError('page sets of different capacity');
-    for (let c = 0; c < this.counts.length; c++) {
-      const on = other.counts[c];
+    for (let c = 0; c < this.chunks; c++) {
+      const on = other.meta[2 * c];
       if (on === 0) continue;
       const base = c * CHUNK;
       const len = this.chunkLen(c);
@@ -307,14 +409,17 @@ export class PageSet {
         this.rangeOp(base, base + len, set);
         continue;
       }
-      const n = this.counts[c];
+      const n = this.meta[2 * c];
       if ((set && n === len) || (!set && n === 0)) continue;
-      const map = this.bitmap(c);
-      const om = other.maps[c]!;
+      const off = this.bitmap(c);
+      const pool = this.pool;
+      const oOff = other.at(c);
+      const oPool = other.pool;
       let count = 0;
       for (let w = 0; w < WORDS; w++) {
-        map[w] = set ? map[w] | om[w] : map[w] & ~om[w];
-        count += popcount(map[w]);
+        const v = set ? pool[off + w] | oPool[oOff + w] : pool[off + w] & ~oPool[oOff + w];
+        pool[off + w] = v;
+        count += popcount(v);
       }
       this.settle(c, count);
     }

@@ -28,6 +28,8 @@ export type SourcePhase = 'precopy' | 'stop-and-copy' | 'postcopy' | 'finished';
 export type SourceEvent =
   /** Pause the guest on the source: its last instruction there is at `at`. */
   | { type: 'guest-stopped'; at: number }
+  /** The migration was abandoned after the guest stopped here: resume it here. */
+  | { type: 'guest-continued'; at: number }
   /** Postcopy began: the destination runs the guest from now on. */
   | { type: 'postcopy-started'; at: number }
   /** The migration ended. `aborted`: the guest keeps running here; `completed`: release it. */
@@ -190,7 +192,14 @@ export class MigrationSource {
 
   private fail(now: number, reason: string): void {
     if (this.phase === 'finished') return;
-    // Before the switchover the guest never left; after it, it runs on the destination.
+    if (this.phase === 'stop-and-copy') {
+      // The destination never resumed the guest (it aborts only before resuming): the
+      // guest carries on here.
+      this.events.push({ type: 'guest-continued', at: now });
+      this.finish(now, 'aborted', reason);
+      return;
+    }
+    // Before the switchover the guest never left; in postcopy it runs on the destination.
     this.finish(now, this.phase === 'precopy' ? 'aborted' : 'failed', reason);
   }
 

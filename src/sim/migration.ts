@@ -67,6 +67,8 @@ export class SimMigration {
   private outcome: Outcome | undefined;
   private reason = '';
   private bulkPagesInFlight = 0;
+  /** Control messages waiting to ride with the next message on the bulk lane. */
+  private readonly held: SourceMessage[] = [];
   /** Called once when the migration ends. */
   onEnd: (m: SimMigration) => void = () => {};
 
@@ -189,20 +191,28 @@ export class SimMigration {
   }
 
   private enqueue(flow: Flow, m: SourceMessage): void {
-    const bytes = messageBytes(m);
+    if (m.type === 'roundEnd') {
+      // a few bytes that always precede more data on this lane: they travel with it
+      this.held.push(m);
+      return;
+    }
+    const msgs = this.held.length > 0 ? [...this.held.splice(0), m] : m;
+    const bytes = messageBytes(m) + (Array.isArray(msgs) ? (msgs.length - 1) * 16 : 0);
     const isPages = m.type === 'pages';
     if (isPages && flow === this.path.bulk) this.bulkPagesInFlight++;
     this.net.send(flow, bytes, () => {
       if (isPages && flow === this.path.bulk) this.bulkPagesInFlight--;
       this.source.sent(this.queue.now, bytes);
-      this.queue.after(this.path.latencyMs, () => this.toDestination(m));
+      this.queue.after(this.path.latencyMs, () => this.toDestination(msgs));
       this.pump();
     });
   }
 
-  private toDestination(m: SourceMessage): void {
-    const arrival = this.destination.receive(this.queue.now, m);
-    if (arrival && arrival.install.length > 0) this.guest.arrived();
+  private toDestination(msgs: SourceMessage | SourceMessage[]): void {
+    for (const m of Array.isArray(msgs) ? msgs : [msgs]) {
+      const arrival = this.destination.receive(this.queue.now, m);
+      if (arrival && arrival.install.length > 0) this.guest.arrived();
+    }
     this.afterDestination();
   }
 
