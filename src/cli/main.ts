@@ -13,12 +13,22 @@ export function parseSeed(v: string): number {
   return Number(v);
 }
 
+// Output piped into `head` and the like: stop quietly when the reader goes away.
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code === 'EPIPE') process.exit(0);
+  throw e;
+});
+
 const program = new Command('ferry')
   .description(
     'Live migration of virtual machines: precopy, postcopy with guest-cooperative page faults, hybrid.',
   )
   .version('0.1.0')
-  .showHelpAfterError('(add --help for usage)')
+  // usage errors are one line, like every other bad-input error
+  .configureOutput({
+    outputError: (str, write) =>
+      write(`ferry: ${str.replace(/^error: /, '').trim()} (add --help for usage)\n`),
+  })
   .exitOverride();
 
 program

@@ -10,14 +10,15 @@ import type { MigrationReport } from '../report/schema.ts';
 import type { EventQueue } from './event-queue.ts';
 import { type GuestHooks, SequentialAccessGuest } from './guest.ts';
 import { SimDirtyLog, SimGuestMemory } from './guest-memory.ts';
-import type { Flow, Network } from './network.ts';
+import { Flow, type Network } from './network.ts';
 import type { Rng } from './rng.ts';
 import type { MigrationSpec, VmSpec } from './scenario.ts';
 
 /** The path between two hosts, as the migration's lanes see it. */
 export interface Path {
   bulk: Flow;
-  urgent: Flow;
+  /** Opened on first use: most migrations never send a demand page. */
+  urgent?: Flow;
   /** One-way latency, ms. */
   latencyMs: number;
 }
@@ -58,7 +59,9 @@ export class SimMigration {
   readonly destination: MigrationDestination;
   readonly memory: SimGuestMemory;
   private readonly dirty: SimDirtyLog;
-  private readonly guest: GuestHooks;
+  /** Created when the guest first runs on the destination during postcopy. */
+  private guest: GuestHooks | undefined;
+  private readonly guestRng: Rng;
   private startedAt = 0;
   private stoppedAt = -1;
   private resumedAt = -1;
@@ -87,10 +90,7 @@ export class SimMigration {
     this.dirty = new SimDirtyLog(vm, this.memory, queue.now, () => dirtyRng.next());
     this.source = new MigrationSource(configFromSpec(spec), this.memory, this.dirty);
     this.destination = new MigrationDestination(this.memory.pageCount);
-    this.guest = new SequentialAccessGuest(vm, this.memory, queue, rng.fork(1), {
-      fault: (pfn) => this.fault(pfn),
-      present: (pfn) => this.destination.present.has(pfn),
-    });
+    this.guestRng = rng;
   }
 
   get ended(): boolean {
@@ -122,7 +122,7 @@ export class SimMigration {
     this.outcome = outcome;
     this.reason = reason;
     this.endedAt = this.queue.now;
-    this.guest.stop();
+    this.guest?.stop();
     this.onEnd(this);
   }
 
@@ -145,7 +145,13 @@ export class SimMigration {
     for (const e of this.destination.takeEvents()) {
       if (e.type === 'guest-resumed') {
         this.resumedAt = e.at;
-        if (e.postcopy) this.guest.start();
+        if (e.postcopy) {
+          this.guest = new SequentialAccessGuest(this.vm, this.memory, this.queue, this.guestRng.fork(1), {
+            fault: (pfn) => this.fault(pfn),
+            present: (pfn) => this.destination.present.has(pfn),
+          });
+          this.guest.start();
+        }
       } else if (e.type === 'finished') this.end(e.outcome, e.reason);
     }
     const msgs = this.destination.takeMessages();
@@ -168,6 +174,7 @@ export class SimMigration {
     while (src.hasWork('urgent')) {
       const m = src.next(now, 'urgent', Number.POSITIVE_INFINITY);
       if (!m) break;
+      this.path.urgent ??= new Flow(this.path.bulk.resources, this.path.bulk.cap);
       this.enqueue(this.path.urgent, m);
     }
     const bulk = this.path.bulk;
@@ -211,7 +218,7 @@ export class SimMigration {
   private toDestination(msgs: SourceMessage | SourceMessage[]): void {
     for (const m of Array.isArray(msgs) ? msgs : [msgs]) {
       const arrival = this.destination.receive(this.queue.now, m);
-      if (arrival && arrival.install.length > 0) this.guest.arrived();
+      if (arrival && arrival.install.length > 0) this.guest?.arrived();
     }
     this.afterDestination();
   }

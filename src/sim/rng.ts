@@ -18,12 +18,13 @@ export class Rng {
   private c: number;
   private d: number;
 
+  // State is kept as signed 32-bit integers so the engine stores it unboxed.
   constructor(seed: number) {
     const sm = splitmix32(seed);
-    this.a = sm();
-    this.b = sm();
-    this.c = sm();
-    this.d = sm();
+    this.a = sm() | 0;
+    this.b = sm() | 0;
+    this.c = sm() | 0;
+    this.d = sm() | 0;
   }
 
   /** A child stream, independent of how much the parent is used afterwards. */
@@ -40,7 +41,7 @@ export class Rng {
     this.b ^= this.c;
     this.a ^= this.d;
     this.c ^= t;
-    this.d = rotl(this.d, 11);
+    this.d = rotl(this.d, 11) | 0;
     return r;
   }
 

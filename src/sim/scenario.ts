@@ -174,7 +174,9 @@ export function parseScenario(text: string, source = 'scenario'): Scenario {
   try {
     raw = parseYaml(text);
   } catch (e) {
-    throw new ScenarioError(`${source}: not valid YAML: ${(e as Error).message.split('\n')[0]}`);
+    // the first line ends with a colon that introduced the source excerpt left out here
+    const first = (e as Error).message.split('\n')[0].replace(/:\s*$/, '');
+    throw new ScenarioError(`${source}: not valid YAML: ${first}`);
   }
   return validateScenario(raw, source);
 }

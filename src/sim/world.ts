@@ -111,7 +111,7 @@ export class World {
     }
     resources.push(b.down);
     const cap = capMbps ? goodput(capMbps, this.scenario.network.efficiency) : Number.POSITIVE_INFINITY;
-    return { bulk: new Flow(resources, cap), urgent: new Flow(resources, cap), latencyMs: latency };
+    return { bulk: new Flow(resources, cap), latencyMs: latency };
   }
 
   run(): Report {
@@ -135,8 +135,9 @@ export class World {
         this.busy.add(spec.vm);
         m.onEnd = (done) => {
           this.busy.delete(spec.vm);
-          if (done.report('').outcome === 'completed') this.vmHost.set(spec.vm, spec.to);
-          this.reports[i] = done.report(this.options.variant ?? '');
+          const report = done.report(this.options.variant ?? '');
+          if (report.outcome === 'completed') this.vmHost.set(spec.vm, spec.to);
+          this.reports[i] = report;
         };
         this.migrations.push(m);
         m.start();

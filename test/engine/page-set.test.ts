@@ -308,9 +308,19 @@ function checkState(
   const runs = runsOf(set);
   assert.deepEqual(runs, model.runs(), `toRuns after ${what}`);
   checkRunShape(runs, model.capacity);
-  assert.equal(set.bitmaps, model.partialChunks(), `only partial chunks may hold a bitmap (after ${what})`);
-  if (set.bitmaps === 0)
-    assert.equal(set.footprintBytes(), emptyFootprint, `no arena without bitmaps (after ${what})`);
+  if (set.representation === 'bitmap') {
+    assert.equal(set.bitmaps, model.partialChunks(), `only partial chunks may hold a bitmap (after ${what})`);
+    if (set.bitmaps === 0)
+      assert.equal(set.footprintBytes(), emptyFootprint, `no arena without bitmaps (after ${what})`);
+  } else {
+    assert.equal(set.bitmaps, 0, `a run list holds no bitmap (after ${what})`);
+    assert.ok(runs.length <= 2 * 64, `a run list stays short (after ${what})`);
+    assert.equal(
+      set.footprintBytes(),
+      emptyFootprint + 8 * runs.length,
+      `a run list costs its runs (after ${what})`,
+    );
+  }
   const pts = interesting(model, runs, probes);
   for (const p of pts) {
     assert.equal(set.has(p), model.has(p), `has(${p}) after ${what}`);
@@ -350,17 +360,18 @@ function checkEverywhere(set: PageSet, model: Model): void {
 // ---------------------------------------------------------------------------------------------
 // Properties
 
-test('PageSet behaves like a plain set of pages (model-based)', () => {
+test('PageSet behaves like a plain set of pages, as runs and as bitmaps (model-based)', () => {
   const scenario = capacityArb.chain((cap) =>
     fc.record({
       cap: fc.constant(cap),
+      start: fc.constantFrom('runs' as const, 'bitmap' as const),
       ops: fc.array(opArb(cap), { minLength: 1, maxLength: 30 }),
       probes: fc.array(probeArb(cap), { maxLength: 8 }),
     }),
   );
   fc.assert(
-    fc.property(scenario, ({ cap, ops, probes }) => {
-      const set = new PageSet(cap);
+    fc.property(scenario, ({ cap, start, ops, probes }) => {
+      const set = new PageSet(cap, start);
       const model = new Model(cap);
       const emptyFootprint = set.footprintBytes();
       assert.equal(set.capacity, cap);
@@ -428,7 +439,7 @@ test('PageSet behaves like a plain set of pages (model-based)', () => {
       });
       checkEverywhere(set, model);
     }),
-    { numRuns: 300, includeErrorInReport: true },
+    { numRuns: 400, includeErrorInReport: true },
   );
 });
 
@@ -491,7 +502,7 @@ test('a full chunk becomes partial when one page is deleted (including the short
     const victims = new Set([0, 31, 32, last, last - 1, Math.floor(last / CHUNK) * CHUNK, CHUNK - 1, CHUNK]);
     for (const v of victims) {
       if (v < 0 || v >= cap) continue;
-      const set = new PageSet(cap);
+      const set = new PageSet(cap, 'bitmap');
       assert.equal(set.addRange(0, cap), cap);
       assert.equal(set.has(last), true);
       assert.equal(set.delete(v), true, `cap ${cap} delete(${v})`);
@@ -509,7 +520,7 @@ test('a full chunk becomes partial when one page is deleted (including the short
       assert.equal(set.add(v), true);
       assert.equal(set.size, cap);
       assert.equal(set.bitmaps, 0);
-      assert.equal(set.footprintBytes(), new PageSet(cap).footprintBytes());
+      assert.equal(set.footprintBytes(), new PageSet(cap, 'bitmap').footprintBytes());
       assert.deepEqual(runsOf(set), [0, cap]);
     }
   }
@@ -569,7 +580,7 @@ test('the constructor rejects capacities it cannot address', () => {
 
 test('addRange and deleteRange across many chunks, clipped to [0, capacity)', () => {
   const cap = 10 * CHUNK + 123;
-  const set = new PageSet(cap);
+  const set = new PageSet(cap, 'bitmap');
   const base = set.footprintBytes();
   assert.equal(set.addRange(100, 8 * CHUNK + 7), 8 * CHUNK + 7 - 100);
   // only the two end chunks are partial
@@ -696,4 +707,43 @@ test('huge capacities: whole-chunk range operations need no bitmaps', () => {
   assert.equal(set.delete(cap - 1), true);
   assert.equal(set.nextAbsent(0), cap - 1);
   assert.ok(set.footprintBytes() < 1024 * 1024, `${set.footprintBytes()} bytes`);
+});
+
+test('a run list that fragments turns into bitmaps and stays equal to the model', () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 200, max: 3 * CHUNK + 17 }),
+      // mostly short adds scattered over the set, so lists fragment past 64 runs often
+      fc.array(
+        fc.tuple(
+          fc.nat(9).map((x) => x < 7),
+          fc.nat(),
+          fc.integer({ min: 1, max: 8 }),
+        ),
+        {
+          minLength: 80,
+          maxLength: 200,
+        },
+      ),
+      (cap, ops) => {
+        const set = new PageSet(cap);
+        const model = new Model(cap);
+        let peakRuns = 0;
+        for (const [add, at, len] of ops) {
+          const s = at % cap;
+          const e = Math.min(cap, s + len);
+          if (add) assert.equal(set.addRange(s, e), model.addRange(s, e));
+          else assert.equal(set.deleteRange(s, e), model.deleteRange(s, e));
+          const runs = model.runs().length / 2;
+          peakRuns = Math.max(peakRuns, runs);
+          if (set.representation === 'runs') assert.ok(runs <= 64, `${runs} runs kept as a list`);
+          assert.equal(set.size, model.size);
+        }
+        if (peakRuns > 64) assert.equal(set.representation, 'bitmap', 'fragmented beyond 64 runs');
+        assert.deepEqual(runsOf(set), model.runs());
+        checkEverywhere(set, model);
+      },
+    ),
+    { numRuns: 150 },
+  );
 });
