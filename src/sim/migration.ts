@@ -14,6 +14,18 @@ import { Flow, type Network } from './network.ts';
 import type { Rng } from './rng.ts';
 import type { MigrationSpec, VmSpec } from './scenario.ts';
 
+export interface MigrationProgress {
+  vm: string;
+  phase: string;
+  pagesOnDestination: number;
+  pages: number;
+  /** Bytes that have left the source, and bytes handed to its lanes so far. */
+  bytesOnWire: number;
+  bytesQueued: number;
+  remoteFaults: number;
+  guestBlockedMs: number;
+}
+
 /** The path between two hosts, as the migration's lanes see it. */
 export interface Path {
   bulk: Flow;
@@ -95,6 +107,33 @@ export class SimMigration {
 
   get ended(): boolean {
     return this.outcome !== undefined;
+  }
+
+  /** Where the migration stands now, for progress displays. */
+  progress(): MigrationProgress {
+    const pages = this.memory.pageCount;
+    const phase = this.ended
+      ? (this.outcome as string)
+      : this.source.phase === 'precopy'
+        ? `precopy round ${this.source.stats.rounds}`
+        : this.source.phase;
+    const lanes = [this.path.bulk, this.path.urgent].map((f) => f?.progress(this.queue.now));
+    let sent = 0;
+    let queued = 0;
+    for (const l of lanes) {
+      sent += l?.sent ?? 0;
+      queued += l?.queued ?? 0;
+    }
+    return {
+      vm: this.vm.name,
+      phase,
+      pagesOnDestination: this.destination.present.size,
+      pages,
+      bytesOnWire: sent,
+      bytesQueued: queued,
+      remoteFaults: this.destination.stats.remoteFaults,
+      guestBlockedMs: this.guest?.blockedMs ?? 0,
+    };
   }
 
   start(): void {

@@ -52,6 +52,14 @@ export class Flow {
     return this.queued - this.transmitted;
   }
 
+  /** Bytes on the wire by `now`, and bytes queued in all. */
+  progress(now: number): { sent: number; queued: number } {
+    const sent = this.active
+      ? Math.min(this.queued, this.transmitted + this.rate * (now - this.lastUpdate))
+      : this.transmitted;
+    return { sent, queued: this.queued };
+  }
+
   advance(now: number): void {
     if (this.active)
       this.transmitted = Math.min(this.queued, this.transmitted + this.rate * (now - this.lastUpdate));

@@ -3,7 +3,7 @@
 
 import type { MigrationReport, Report } from '../report/schema.ts';
 import { EventQueue } from './event-queue.ts';
-import { type Path, SimMigration } from './migration.ts';
+import { type MigrationProgress, type Path, SimMigration } from './migration.ts';
 import { Flow, Network, Resource } from './network.ts';
 import { Rng } from './rng.ts';
 import type { Scenario } from './scenario.ts';
@@ -32,6 +32,8 @@ export interface RunOptions {
   seed: number;
   /** Reported as the variant of every migration that has none. */
   variant?: string;
+  /** Called every `everyMs` of virtual time while migrations run. */
+  progress?: { everyMs: number; report: (nowMs: number, migrations: MigrationProgress[]) => void };
 }
 
 export class World {
@@ -143,6 +145,20 @@ export class World {
         m.start();
       });
     });
+    const progress = this.options.progress;
+    if (progress) {
+      const tick = () => {
+        progress.report(
+          this.queue.now,
+          this.migrations.map((m) => m.progress()),
+        );
+        let done = 0;
+        for (const r of this.reports) if (r) done++;
+        const pending = done < s.migrations.length;
+        if (pending) this.queue.after(progress.everyMs, tick);
+      };
+      this.queue.after(progress.everyMs, tick);
+    }
     this.queue.run(s.durationS * 1000);
     for (const m of this.migrations) m.timeout();
     return {
