@@ -12,8 +12,9 @@ export const PAGE_SIZE = 4096;
 /**
  * A batch of pages as runs of consecutive pfns, `runs = [start0, count0, start1, count1, …]`.
  * The real world attaches contents (`data` holds the non-zero pages back to back in pfn
- * order, `zeroMask` has bit i set when the i-th page of the batch is a zero page); the
- * simulator sends only sizes. The same code paths handle both.
+ * order; `zeroMask` has bit `i & 7` of byte `i >> 3` set when the i-th page of the batch is
+ * a zero page); the simulator sends only sizes. The same code paths handle both.
+ * On the wire every number is an unsigned 32-bit integer: at most 2^32 pages (16 TiB).
  */
 export interface PageBatch {
   kind: PageKind;
@@ -31,7 +32,8 @@ export type SourceMessage =
   /**
    * The guest has stopped on the source. `discard` lists pages whose destination copy is
    * stale (dirtied after they were sent): the destination drops them. `deviceState` is
-   * the vCPU/device snapshot; `deviceStateBytes` its size when contents are not carried.
+   * the vCPU/device snapshot; `deviceStateBytes` its size (equal to `deviceState.length`
+   * when the contents are carried).
    * `postcopy` says whether the guest resumes before all pages have arrived.
    */
   | {

@@ -210,13 +210,17 @@ export class MigrationSource {
   }
 
   /**
-   * Precopy sends the pages dirty at the last sync in scan order. As QEMU does, once
-   * what is left fits the downtime budget (remaining ≤ bandwidth × limit) it syncs the
-   * dirty log and applies the stop rules; from then on it re-checks after every step
-   * of `STEP_MS` worth of data, so a quiet moment in the guest is not missed.
+   * Precopy sends the pages dirty at the last sync in scan order; the first round is a
+   * full pass over RAM. After it, as QEMU does, once what is left fits the downtime budget
+   * (remaining ≤ bandwidth × limit) it syncs the dirty log and applies the stop rules, and
+   * from then on re-checks after every step of `STEP_MS` worth of data, so a quiet moment
+   * in the guest is not missed.
    */
   private nextPrecopy(now: number, maxPages: number): SourceMessage | null {
-    const threshold = (this.stats.bandwidth * this.config.stop.downtimeLimitMs) / 1000 / PAGE_SIZE;
+    const threshold =
+      this.stats.rounds > 1
+        ? (this.stats.bandwidth * this.config.stop.downtimeLimitMs) / 1000 / PAGE_SIZE
+        : 0;
     if (this.pending.size === 0 || this.pending.size <= threshold) {
       // a new round's pages go after the previous round's roundEnd
       if (!this.checkpoint(now) || this.control.length > 0) return null;

@@ -31,8 +31,9 @@ export function downtimeLimit(limitMs: number): StopPolicy {
   };
 }
 
+/** Gives up once `n` rounds were sent without converging (`round` is the round just sent). */
 export function maxRounds(n: number): StopPolicy {
-  return { name: `max ${n} rounds`, verdict: (p) => (p.round > n ? 'give-up' : 'continue') };
+  return { name: `max ${n} rounds`, verdict: (p) => (p.round >= n ? 'give-up' : 'continue') };
 }
 
 export function maxBytes(factor: number): StopPolicy {

@@ -47,7 +47,10 @@ export class EventQueue {
     this.at(this.now + delay, action);
   }
 
-  /** Runs events in order until none is left or the next is after `until`. */
+  /**
+   * Runs events in order until none is left or the next is after `until`; when events
+   * remain, the clock then stands at `until`.
+   */
   run(until = Number.POSITIVE_INFINITY): void {
     while (this.size > 0 && this.times[0] <= until) {
       this.now = this.times[0];
@@ -59,6 +62,7 @@ export class EventQueue {
       this.processed++;
       action();
     }
+    if (this.size > 0 && until > this.now) this.now = until;
   }
 
   private pop(): void {

@@ -76,8 +76,8 @@ export function loadG5k(
   model: G5kModel = G5K_MODEL,
   only?: (scenario: number) => boolean,
 ): G5kRun[] {
-  if (!existsSync(dir) || !statSync(dir).isDirectory())
-    throw new DatasetError(`dataset folder '${dir}' does not exist`);
+  if (!existsSync(dir)) throw new DatasetError(`dataset folder '${dir}' does not exist`);
+  if (!statSync(dir).isDirectory()) throw new DatasetError(`dataset '${dir}' is a file, not a folder`);
   const inputDir = join(dir, 'input');
   const realDir = join(dir, 'real');
   if (!existsSync(inputDir) || !existsSync(realDir))

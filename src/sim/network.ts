@@ -141,7 +141,7 @@ export class Network {
         if (!c) continue;
         let used = 0;
         for (const f of r.flows) used += f.rate;
-        const cap = c.resource.nominal - c.interference * used;
+        const cap = Math.max(0, c.resource.nominal - c.interference * used);
         if (Math.abs(cap - c.resource.capacity) > 1e-6 * c.resource.nominal) {
           c.resource.capacity = cap;
           seeds.push(c.resource);
@@ -191,7 +191,8 @@ export function maxMinRates(flows: Flow[], resources: Resource[]): number[] {
     for (const r of flows[0].resources) rate = Math.min(rate, r.capacity);
     return [rate];
   }
-  const rates = new Array<number>(flows.length).fill(-1);
+  const rates = new Array<number>(flows.length).fill(0);
+  const fixed = new Array<boolean>(flows.length).fill(false);
   const index = new Map<Flow, number>();
   for (let i = 0; i < flows.length; i++) index.set(flows[i], i);
   const left = new Map<Resource, number>();
@@ -215,12 +216,13 @@ export function maxMinRates(flows: Flow[], resources: Resource[]): number[] {
     }
     let capped = -1;
     for (let i = 0; i < flows.length; i++)
-      if (rates[i] < 0 && flows[i].cap < share) {
+      if (!fixed[i] && flows[i].cap < share) {
         share = flows[i].cap;
         capped = i;
       }
     const fix = (i: number) => {
       rates[i] = share;
+      fixed[i] = true;
       unfixed--;
       for (const r of flows[i].resources) {
         left.set(r, Math.max(0, left.get(r)! - share));
@@ -231,9 +233,9 @@ export function maxMinRates(flows: Flow[], resources: Resource[]): number[] {
     else if (bottleneck) {
       for (const f of bottleneck.flows) {
         const i = index.get(f)!;
-        if (rates[i] < 0) fix(i);
+        if (!fixed[i]) fix(i);
       }
     } else break;
   }
-  return rates.map((r) => Math.max(r, 0));
+  return rates;
 }

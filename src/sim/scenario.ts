@@ -70,7 +70,7 @@ const Vm = z
   .strictObject({
     name,
     host: name,
-    ramMiB: positive('RAM'),
+    ramMiB: z.number({ error: 'RAM must be a number' }).min(1, 'RAM must be at least 1 MiB'),
     usedMiB: positive('memory in use').optional(),
     dirty: Dirty,
     access: Access,

@@ -165,8 +165,16 @@ export class World {
       scenario: s.name,
       seed: this.options.seed,
       world: 'sim',
-      migrations: this.reports.map(
-        (r, i) => r ?? failedReport(s.migrations[i], '', 0, 'never started', this.options.variant),
+      migrations: s.migrations.map(
+        (spec, i) =>
+          this.reports[i] ??
+          failedReport(
+            spec,
+            this.vmHost.get(spec.vm) ?? '',
+            spec.atS * 1000,
+            'the simulation ended before it started',
+            this.options.variant,
+          ),
       ),
     };
   }

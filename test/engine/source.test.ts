@@ -1,0 +1,283 @@
+// Targeted behaviours of the source and destination engines and the stop policies.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { migrationConfig } from '../../src/engine/config.ts';
+import { MigrationDestination } from '../../src/engine/destination.ts';
+import type { PageBatch, SourceMessage } from '../../src/engine/messages.ts';
+import type { PageSet } from '../../src/engine/page-set.ts';
+import { type DirtyLog, type GuestMemory, MigrationSource } from '../../src/engine/source.ts';
+import {
+  combine,
+  deadline,
+  downtimeLimit,
+  maxBytes,
+  maxRounds,
+  type PrecopyProgress,
+} from '../../src/engine/stop-policy.ts';
+
+const memory = (pageCount: number, zeroFrom = pageCount): GuestMemory => ({
+  pageCount,
+  zeroPagesIn: (start, count) => Math.max(0, start + count - Math.max(start, zeroFrom)),
+});
+
+/** A dirty log that reports `perSync` as written at every sync after the first. */
+function scriptedLog(perSync: (sync: number) => [number, number][]): DirtyLog {
+  let n = 0;
+  return {
+    sync(_now: number, into: PageSet) {
+      for (const [s, e] of n === 0 ? [] : perSync(n)) into.addRange(s, e);
+      n++;
+    },
+  };
+}
+
+const progress = (over: Partial<PrecopyProgress>): PrecopyProgress => ({
+  elapsedMs: 0,
+  round: 1,
+  remainingBytes: 0,
+  bandwidth: 0,
+  bytesSent: 0,
+  ramBytes: 1 << 30,
+  ...over,
+});
+
+test('stop policies: each rule says stop, continue or give up on its own terms', () => {
+  const qemu = downtimeLimit(300);
+  assert.equal(qemu.verdict(progress({ remainingBytes: 30e6, bandwidth: 100e6 })), 'stop');
+  assert.equal(qemu.verdict(progress({ remainingBytes: 31e6, bandwidth: 100e6 })), 'continue');
+  assert.equal(
+    qemu.verdict(progress({ remainingBytes: 1, bandwidth: 0 })),
+    'continue',
+    'unmeasured bandwidth never stops',
+  );
+  assert.equal(maxRounds(3).verdict(progress({ round: 2 })), 'continue');
+  assert.equal(maxRounds(3).verdict(progress({ round: 3 })), 'give-up', 'three rounds sent, none converged');
+  assert.equal(maxBytes(2).verdict(progress({ bytesSent: 2 * (1 << 30) - 1 })), 'continue');
+  assert.equal(maxBytes(2).verdict(progress({ bytesSent: 2 * (1 << 30) })), 'give-up');
+  assert.equal(deadline(1000).verdict(progress({ elapsedMs: 999 })), 'continue');
+  assert.equal(deadline(1000).verdict(progress({ elapsedMs: 1000 })), 'give-up');
+  const both = combine([qemu, maxRounds(1)]);
+  assert.equal(
+    both.verdict(progress({ round: 5, remainingBytes: 1, bandwidth: 100e6 })),
+    'stop',
+    'stopping wins',
+  );
+  assert.equal(both.verdict(progress({ round: 5, remainingBytes: 1e9, bandwidth: 100e6 })), 'give-up');
+});
+
+/** Drives a source against a destination over one FIFO lane until neither has work. */
+function drive(src: MigrationSource, dst: MigrationDestination, budget = 64 * 4104) {
+  const wire: SourceMessage[] = [];
+  let now = 0;
+  src.start(now);
+  for (let step = 0; step < 100_000; step++) {
+    now += 10;
+    let moved = false;
+    for (const lane of ['urgent', 'bulk'] as const) {
+      if (!src.hasWork(lane)) continue;
+      const m = src.next(now, lane, budget);
+      if (!m) continue;
+      moved = true;
+      wire.push(m);
+      src.sent(now + 5, m.type === 'pages' ? m.batch.pageCount * 4104 : 64);
+      dst.receive(now + 5, m);
+    }
+    for (const m of dst.takeMessages()) src.receive(now + 5, m);
+    if (!moved && src.phase === 'finished') break;
+    if (!moved && !src.hasWork('bulk') && !src.hasWork('urgent')) break;
+  }
+  return { wire, events: src.takeEvents(), destEvents: dst.takeEvents() };
+}
+
+test('precopy: the first round sends every page, zero pages counted as such', () => {
+  const src = new MigrationSource(
+    migrationConfig(),
+    memory(1000, 600),
+    scriptedLog(() => []),
+  );
+  const dst = new MigrationDestination(1000);
+  const { events } = drive(src, dst);
+  assert.equal(src.outcome, 'completed');
+  assert.equal(src.stats.roundPages[0], 1000);
+  assert.equal(src.stats.pagesSent.zero, 400);
+  assert.equal(src.stats.pagesSent.bulk, 600);
+  assert.equal(dst.present.size, 1000);
+  assert.deepEqual(
+    events.map((e) => e.type),
+    ['guest-stopped', 'finished'],
+  );
+});
+
+test('precopy: a page dirtied after it was sent is sent again before the switchover', () => {
+  // pages 10..20 are written at every sync until the fifth
+  const log = scriptedLog((n) => (n < 5 ? [[10, 20]] : []));
+  const cfg = migrationConfig({ stop: { downtimeLimitMs: 0.001 } });
+  const src = new MigrationSource(cfg, memory(500), log);
+  const { wire } = drive(src, new MigrationDestination(500));
+  assert.equal(src.outcome, 'completed');
+  const switchover = wire.findIndex((m) => m.type === 'switchover');
+  const sends = wire
+    .slice(0, switchover)
+    .filter((m): m is { type: 'pages'; batch: PageBatch } => m.type === 'pages')
+    .filter((m) => runsCover(m.batch.runs, 15)).length;
+  assert.equal(sends, 5, 'page 15 went once in the first round and once after each of four writes');
+  assert.equal(src.stats.pagesSent.resent, 40);
+});
+
+function runsCover(runs: number[], pfn: number): boolean {
+  for (let i = 0; i < runs.length; i += 2) if (pfn >= runs[i] && pfn < runs[i] + runs[i + 1]) return true;
+  return false;
+}
+
+test('precopy that cannot converge ends as its policy says', () => {
+  const always = () => scriptedLog(() => [[0, 400]]);
+  const run = (onNoConvergence: 'abort' | 'force' | 'postcopy') => {
+    const cfg = migrationConfig({ stop: { downtimeLimitMs: 0.001, maxRounds: 3, onNoConvergence } });
+    const src = new MigrationSource(cfg, memory(500), always());
+    const dst = new MigrationDestination(500);
+    const r = drive(src, dst);
+    return { src, dst, types: r.events.map((e) => e.type), destTypes: r.destEvents.map((e) => e.type) };
+  };
+  const abort = run('abort');
+  assert.equal(abort.src.outcome, 'aborted');
+  assert.ok(!abort.types.includes('guest-stopped'), 'the guest never stopped');
+  assert.ok(!abort.destTypes.includes('guest-resumed'));
+  assert.equal(abort.src.stats.rounds, 3);
+  const force = run('force');
+  assert.equal(force.src.outcome, 'completed');
+  assert.ok(force.types.includes('guest-stopped'));
+  assert.equal(force.dst.present.size, 500);
+  const post = run('postcopy');
+  assert.equal(post.src.outcome, 'completed');
+  assert.ok(post.types.includes('postcopy-started'));
+  assert.equal(post.dst.present.size, 500);
+});
+
+test('hybrid switches to postcopy after its rounds, discarding what the destination holds stale', () => {
+  const cfg = migrationConfig({ mode: 'hybrid', hybrid: { rounds: 2 }, stop: { downtimeLimitMs: 0.001 } });
+  const src = new MigrationSource(
+    cfg,
+    memory(300),
+    scriptedLog(() => [[0, 50]]),
+  );
+  const dst = new MigrationDestination(300);
+  const { wire, events } = drive(src, dst);
+  assert.equal(src.outcome, 'completed');
+  assert.equal(src.stats.rounds, 2);
+  assert.ok(events.some((e) => e.type === 'postcopy-started'));
+  const sw = wire.find((m) => m.type === 'switchover');
+  assert.ok(sw && sw.type === 'switchover' && sw.postcopy);
+  assert.deepEqual(sw.discard, [0, 50], 'the pages written since their last send');
+});
+
+test('hybrid with no round count switches once dirtying stops shrinking', () => {
+  // the same 100 pages every sync: the dirty set never shrinks
+  const cfg = migrationConfig({ mode: 'hybrid', stop: { downtimeLimitMs: 0.001 } });
+  const src = new MigrationSource(
+    cfg,
+    memory(1000),
+    scriptedLog(() => [[0, 100]]),
+  );
+  drive(src, new MigrationDestination(1000));
+  assert.equal(src.outcome, 'completed');
+  assert.equal(src.stats.rounds, 2, 'round 2 dirtied as much as round 1');
+});
+
+test('postcopy: a remote fault is answered on the urgent lane with its prepaging window, and the scan jumps', () => {
+  const cfg = migrationConfig({ mode: 'postcopy', postcopy: { prepageForward: 2, prepageBackward: 1 } });
+  const src = new MigrationSource(
+    cfg,
+    memory(10_000),
+    scriptedLog(() => []),
+  );
+  const dst = new MigrationDestination(10_000);
+  src.start(0);
+  const sw = src.next(0, 'bulk', 1 << 20);
+  assert.equal(sw?.type, 'switchover');
+  dst.receive(1, sw!);
+  assert.equal(dst.phase, 'postcopy');
+  assert.equal(dst.fault(2, 5000), 'requested');
+  assert.equal(dst.fault(2, 5000), 'waiting', 'a second fault waits for the first request');
+  const msgs = dst.takeMessages();
+  const demand = msgs.find((m) => m.type === 'demand');
+  assert.deepEqual(demand, { type: 'demand', pfns: [5000] });
+  src.receive(3, demand!);
+  const urgent = src.next(3, 'urgent', 1 << 20);
+  assert.ok(urgent?.type === 'pages');
+  assert.deepEqual(urgent.batch.runs, [5000, 1]);
+  assert.equal(urgent.batch.kind, 'urgent');
+  const prepaged = src.next(3, 'bulk', 1 << 20);
+  assert.ok(prepaged?.type === 'pages');
+  assert.equal(prepaged.batch.kind, 'prepaged');
+  assert.deepEqual(prepaged.batch.runs, [4999, 1, 5001, 2]);
+  const push = src.next(3, 'bulk', 4 * 4104);
+  assert.ok(push?.type === 'pages');
+  assert.equal(push.batch.runs[0], 5003, 'the background scan continues after the window');
+  const arrival = dst.receive(4, urgent);
+  assert.deepEqual(arrival, { install: [5000, 1], awaited: 1 });
+  assert.equal(dst.stats.faultLatencyUs[0], 2000);
+});
+
+test('postcopy without an urgent lane: demand pages go first on the bulk lane', () => {
+  const cfg = migrationConfig({ mode: 'postcopy', postcopy: { urgentLane: false } });
+  const src = new MigrationSource(
+    cfg,
+    memory(1000),
+    scriptedLog(() => []),
+  );
+  src.start(0);
+  src.next(0, 'bulk', 1 << 20); // switchover
+  src.next(0, 'bulk', 10 * 4104); // some background push
+  src.receive(1, { type: 'demand', pfns: [900] });
+  assert.equal(src.hasWork('urgent'), false);
+  assert.equal(src.next(1, 'urgent', 1 << 20), null);
+  const m = src.next(1, 'bulk', 1 << 20);
+  assert.ok(m?.type === 'pages');
+  assert.deepEqual(m.batch.runs, [900, 1]);
+  assert.equal(m.batch.kind, 'urgent');
+});
+
+test('postcopy: a page already present is never overwritten by a later arrival', () => {
+  const dst = new MigrationDestination(100);
+  dst.receive(0, { type: 'switchover', postcopy: true, discard: [], deviceStateBytes: 0 });
+  const first = dst.receive(1, {
+    type: 'pages',
+    batch: { kind: 'bulk', runs: [10, 5], pageCount: 5, zeroCount: 0 },
+  });
+  assert.deepEqual(first?.install, [10, 5]);
+  const again = dst.receive(2, {
+    type: 'pages',
+    batch: { kind: 'bulk', runs: [8, 10], pageCount: 10, zeroCount: 0 },
+  });
+  assert.deepEqual(again?.install, [8, 2, 15, 3], 'only the pages that were missing');
+  assert.equal(dst.stats.duplicatesDropped, 5);
+});
+
+test('a destination that aborts during stop-and-copy leaves the guest running on the source', () => {
+  const src = new MigrationSource(
+    migrationConfig(),
+    memory(100),
+    scriptedLog(() => []),
+  );
+  src.start(0);
+  let m = src.next(0, 'bulk', 1 << 20);
+  assert.equal(m?.type, 'pages');
+  src.sent(200, 100 * 4104);
+  m = src.next(200, 'bulk', 1 << 20);
+  assert.equal(src.phase, 'stop-and-copy');
+  src.receive(201, { type: 'abort', reason: 'disk full' });
+  const types = src.takeEvents().map((e) => e.type);
+  assert.deepEqual(types, ['guest-stopped', 'guest-continued', 'finished']);
+  assert.equal(src.outcome, 'aborted');
+});
+
+test('the destination refuses pages outside guest RAM and a switchover with pages missing', () => {
+  const dst = new MigrationDestination(10);
+  dst.receive(0, { type: 'pages', batch: { kind: 'bulk', runs: [8, 5], pageCount: 5, zeroCount: 0 } });
+  assert.equal(dst.phase, 'aborted');
+  assert.match(JSON.stringify(dst.takeMessages()), /outside RAM/);
+  const d2 = new MigrationDestination(10);
+  d2.receive(0, { type: 'switchover', postcopy: false, discard: [], deviceStateBytes: 0 });
+  assert.equal(d2.phase, 'aborted');
+  assert.match(JSON.stringify(d2.takeMessages()), /10 pages missing/);
+});
