@@ -1,12 +1,22 @@
-import { summarize } from '../report/summary.ts';
-import { parseScenario } from '../sim/scenario.ts';
-import { simulate } from '../sim/world.ts';
+import { compareVariants, summarize } from '../report/summary.ts';
+import { parseScenarioVariants } from '../sim/scenario.ts';
+import { simulateVariants } from '../sim/variants.ts';
 import { readText, writeJson } from './io.ts';
 
 export function simCommand(file: string, opts: { seed: number; json?: string; quiet?: boolean }): void {
-  const scenario = parseScenario(readText(file, 'scenario'), file);
-  const report = simulate(scenario, { seed: opts.seed });
-  if (!opts.quiet) console.log(summarize(report));
+  const variants = parseScenarioVariants(readText(file, 'scenario'), file);
+  const report = simulateVariants(variants, opts.seed);
+  if (!opts.quiet) {
+    if (variants.length > 1 || report.workloads.length > 0) {
+      console.log(
+        `${report.scenario} (sim, seed ${opts.seed}): ${variants.length} variant${variants.length === 1 ? '' : 's'}`,
+      );
+      console.log(compareVariants(report));
+      console.log(
+        'throughput columns: the workload’s rate in the first 1, 5 and 10 s after switchover, relative to before the migration',
+      );
+    } else console.log(summarize(report));
+  }
   if (opts.json) {
     writeJson(opts.json, report);
     if (!opts.quiet) console.log(`report written to ${opts.json}`);

@@ -53,7 +53,8 @@ export class MigrationSource {
   private cursor = 0;
   private readonly control: SourceMessage[] = [];
   private readonly urgentQueue: PageBatch[] = [];
-  private readonly prepageQueue: number[] = [];
+  /** Pages picked for prepaging, sent on the bulk lane ahead of the scan. */
+  private readonly prepage: PageSet;
   private readonly events: SourceEvent[] = [];
   private startedAt = 0;
   private previousSyncPages = Number.POSITIVE_INFINITY;
@@ -70,6 +71,7 @@ export class MigrationSource {
     this.policy = policyFromRules(config.stop);
     this.pending = new PageSet(memory.pageCount);
     this.everSent = new PageSet(memory.pageCount);
+    this.prepage = new PageSet(memory.pageCount);
   }
 
   get ramBytes(): number {
@@ -126,7 +128,7 @@ export class MigrationSource {
       const urgent = this.config.postcopy.urgentLane ? undefined : this.urgentQueue.shift();
       if (urgent) return this.pagesMessage(now, urgent);
       const maxPages = Math.max(1, Math.floor(budgetBytes / (PAGE_SIZE + 8)));
-      if (this.prepageQueue.length > 0) return this.pagesMessage(now, this.takePrepaged(maxPages));
+      if (this.prepage.size > 0) return this.pagesMessage(now, this.takePrepaged(maxPages));
       if (this.phase === 'precopy') {
         const m = this.nextPrecopy(now, maxPages);
         if (m) return m;
@@ -320,29 +322,21 @@ export class MigrationSource {
   /** A remote fault reached the source: send the page now, prepage around it. */
   private demand(pfn: number): void {
     if (this.phase !== 'postcopy' || !(pfn >= 0 && pfn < this.memory.pageCount)) return;
-    if (!this.pending.delete(pfn)) {
-      // queued for prepaging but not yet sent: promote it; otherwise the copy in flight will do
-      const q = this.prepageQueue.indexOf(pfn);
-      if (q < 0) return;
-      this.prepageQueue.splice(q, 1);
-    }
+    // queued for prepaging but not yet sent: promote it; otherwise the copy in flight will do
+    if (!this.pending.delete(pfn) && !this.prepage.delete(pfn)) return;
     this.urgentQueue.push(this.batch('urgent', [pfn, 1], 1));
     const { prepageForward: fwd, prepageBackward: back, jumpToFault } = this.config.postcopy;
     for (let i = 1; i <= back; i++)
-      if (pfn - i >= 0 && this.pending.delete(pfn - i)) this.prepageQueue.push(pfn - i);
-    for (let i = 1; i <= fwd; i++) if (this.pending.delete(pfn + i)) this.prepageQueue.push(pfn + i);
+      if (pfn - i >= 0 && this.pending.delete(pfn - i)) this.prepage.add(pfn - i);
+    for (let i = 1; i <= fwd; i++)
+      if (pfn + i < this.memory.pageCount && this.pending.delete(pfn + i)) this.prepage.add(pfn + i);
     if (jumpToFault) this.cursor = pfn + 1 + fwd;
   }
 
   private takePrepaged(maxPages: number): PageBatch {
-    const pfns = this.prepageQueue.splice(0, maxPages).sort((a, b) => a - b);
     const runs: number[] = [];
-    for (const p of pfns) {
-      const last = runs.length - 2;
-      if (last >= 0 && runs[last] + runs[last + 1] === p) runs[last + 1]++;
-      else runs.push(p, 1);
-    }
-    return this.batch('prepaged', runs, pfns.length);
+    const n = this.prepage.takeRuns(0, maxPages, runs);
+    return this.batch('prepaged', runs, n);
   }
 
   /** Takes up to `n` pages from `set` at the scan cursor. */

@@ -22,7 +22,8 @@ export function formatMs(ms: number): string {
 /** Renders rows as a table with a header rule; numbers right-aligned. */
 export function table(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const right = header.map((_, i) => rows.every((r) => /^[-\d.,]/.test(r[i]) || r[i] === ''));
+  const numeric = /^[-+]?[\d.,]+(\s?(%|ms|s|B|KiB|MiB|GiB|TiB))?(\/[\d.,]+)?$/;
+  const right = header.map((_, i) => rows.every((r) => numeric.test(r[i]) || r[i] === ''));
   const line = (cells: string[]) =>
     cells
       .map((c, i) => (right[i] ? c.padStart(widths[i]) : c.padEnd(widths[i])))
@@ -96,4 +97,48 @@ export function summarize(report: Report, maxRows = 40): string {
   const notes = ms.filter((m) => m.outcome !== 'completed').slice(0, 5);
   for (const m of notes) out.push(`  ${m.vm}: ${m.outcome}: ${m.reason}`);
   return out.join('\n');
+}
+
+const pct = (x: number | undefined) => (x === undefined ? '' : `${Math.round(x * 100)}%`);
+
+/**
+ * One row per variant (and VM): what the migration cost and what the workload kept of its
+ * throughput right after the switchover.
+ */
+export function compareVariants(report: Report): string {
+  const rows = report.migrations.map((m) => {
+    const w = report.workloads.find((x) => x.vm === m.vm && x.variant === m.variant);
+    const rel = w?.relativeThroughput ?? undefined;
+    return [
+      m.variant,
+      m.vm,
+      m.outcome,
+      formatMs(m.totalTimeMs),
+      formatMs(m.downtimeMs),
+      formatBytes(m.bytesSent),
+      String(m.remoteFaults),
+      m.remoteFaults > 0
+        ? `${(m.faultLatencyUs.p50 / 1000).toFixed(2)}/${(m.faultLatencyUs.p99 / 1000).toFixed(2)}`
+        : '',
+      pct(rel?.first1s),
+      pct(rel?.first5s),
+      pct(rel?.first10s),
+    ];
+  });
+  return table(
+    [
+      'variant',
+      'vm',
+      'outcome',
+      'total',
+      'downtime',
+      'sent',
+      'faults',
+      'fault ms p50/p99',
+      '1 s',
+      '5 s',
+      '10 s',
+    ],
+    rows,
+  );
 }

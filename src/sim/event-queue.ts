@@ -13,6 +13,8 @@ export class EventQueue {
   private actions: (Action | undefined)[] = [];
   private free: number[] = [];
   processed = 0;
+  /** Nothing after this time runs (it may be brought forward while running). */
+  horizon = Number.POSITIVE_INFINITY;
 
   get pending(): number {
     return this.size;
@@ -51,8 +53,8 @@ export class EventQueue {
    * Runs events in order until none is left or the next is after `until`; when events
    * remain, the clock then stands at `until`.
    */
-  run(until = Number.POSITIVE_INFINITY): void {
-    while (this.size > 0 && this.times[0] <= until) {
+  run(until = this.horizon): void {
+    while (this.size > 0 && this.times[0] <= Math.min(until, this.horizon)) {
       this.now = this.times[0];
       const slot = this.slots[0];
       const action = this.actions[slot]!;
@@ -62,7 +64,8 @@ export class EventQueue {
       this.processed++;
       action();
     }
-    if (this.size > 0 && until > this.now) this.now = until;
+    const end = Math.min(until, this.horizon);
+    if (this.size > 0 && end > this.now) this.now = end;
   }
 
   private pop(): void {

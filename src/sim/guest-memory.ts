@@ -68,6 +68,8 @@ export class SimDirtyLog implements DirtyLog {
   private nextBurst: number;
   /** Pages added to the log since the run began (for reports and tests). */
   written = 0;
+  /** Pages the guest's workload wrote since the last sync, merged in at each sync. */
+  extra: PageSet | undefined;
 
   /**
    * `rng` gives burst times: bursts arrive at random, on average once per period (a
@@ -110,6 +112,10 @@ export class SimDirtyLog implements DirtyLog {
         this.nextBurst = this.once ? Number.POSITIVE_INFINITY : this.nextBurst + this.interval();
     } else this.hot?.advance(dt, into);
     this.cold.advance(dt, into);
+    if (this.extra && this.extra.size > 0) {
+      into.addAll(this.extra);
+      this.extra.clear();
+    }
     this.written += into.size - before;
     this.last = now;
   }

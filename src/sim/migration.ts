@@ -9,10 +9,11 @@ import { type Outcome, percentiles } from '../engine/stats.ts';
 import type { MigrationReport } from '../report/schema.ts';
 import type { EventQueue } from './event-queue.ts';
 import { type GuestHooks, SequentialAccessGuest } from './guest.ts';
-import { SimDirtyLog, SimGuestMemory } from './guest-memory.ts';
+import type { SimDirtyLog, SimGuestMemory } from './guest-memory.ts';
 import { Flow, type Network } from './network.ts';
 import type { Rng } from './rng.ts';
-import type { MigrationSpec, VmSpec } from './scenario.ts';
+import type { MigrationSpec } from './scenario.ts';
+import type { SimVm } from './vm.ts';
 
 export interface MigrationProgress {
   vm: string;
@@ -82,6 +83,9 @@ export class SimMigration {
   private outcome: Outcome | undefined;
   private reason = '';
   private bulkPagesInFlight = 0;
+  /** Guest counters when the migration began (the guest runs the whole simulation). */
+  private readonly guestBase = { async: 0, sync: 0, blockedMs: 0 };
+  private readonly missing: [number, number][] = [];
   /** Control messages waiting to ride with the next message on the bulk lane. */
   private readonly held: SourceMessage[] = [];
   /** Called once when the migration ends. */
@@ -91,15 +95,14 @@ export class SimMigration {
     private readonly queue: EventQueue,
     private readonly net: Network,
     readonly spec: MigrationSpec,
-    readonly vm: VmSpec,
+    readonly vm: SimVm,
     readonly from: string,
     private readonly path: Path,
     private readonly socketBuffer: number,
     rng: Rng,
   ) {
-    this.memory = new SimGuestMemory(vm);
-    const dirtyRng = rng.fork(2);
-    this.dirty = new SimDirtyLog(vm, this.memory, queue.now, () => dirtyRng.next());
+    this.memory = vm.memory;
+    this.dirty = vm.dirty;
     this.source = new MigrationSource(configFromSpec(spec), this.memory, this.dirty);
     this.destination = new MigrationDestination(this.memory.pageCount);
     this.guestRng = rng;
@@ -125,19 +128,26 @@ export class SimMigration {
       queued += l?.queued ?? 0;
     }
     return {
-      vm: this.vm.name,
+      vm: this.vm.spec.name,
       phase,
       pagesOnDestination: this.destination.present.size,
       pages,
       bytesOnWire: sent,
       bytesQueued: queued,
       remoteFaults: this.destination.stats.remoteFaults,
-      guestBlockedMs: this.guest?.blockedMs ?? 0,
+      guestBlockedMs: (this.vm.runtime?.blockedMs ?? this.guest?.blockedMs ?? 0) - this.guestBase.blockedMs,
     };
   }
 
   start(): void {
     this.startedAt = this.queue.now;
+    const rt = this.vm.runtime;
+    if (rt) {
+      rt.kernel.setCooperative(this.spec.cooperative);
+      this.guestBase.async = rt.kernel.asyncFaults;
+      this.guestBase.sync = rt.kernel.syncFaults;
+      this.guestBase.blockedMs = rt.blockedMs;
+    }
     this.queue.after(this.spec.setupMs, () => {
       this.source.start(this.queue.now);
       this.afterSource();
@@ -162,6 +172,8 @@ export class SimMigration {
     this.reason = reason;
     this.endedAt = this.queue.now;
     this.guest?.stop();
+    if (outcome === 'completed') this.vm.runtime?.settle();
+    this.sample(true);
     this.onEnd(this);
   }
 
@@ -173,7 +185,11 @@ export class SimMigration {
 
   private sourceEvents(): void {
     for (const e of this.source.takeEvents()) {
-      if (e.type === 'guest-stopped') this.stoppedAt = e.at;
+      if (e.type === 'guest-stopped') {
+        this.stoppedAt = e.at;
+        this.vm.runtime?.pause();
+        this.sample(true);
+      } else if (e.type === 'guest-continued') this.vm.runtime?.resume(null);
       else if (e.type === 'postcopy-started') this.postcopyAt = e.at;
       // a completed migration ends when the destination says so
       else if (e.type === 'finished' && e.outcome !== 'completed') this.end(e.outcome, e.reason);
@@ -184,11 +200,27 @@ export class SimMigration {
     for (const e of this.destination.takeEvents()) {
       if (e.type === 'guest-resumed') {
         this.resumedAt = e.at;
-        if (e.postcopy) {
-          this.guest = new SequentialAccessGuest(this.vm, this.memory, this.queue, this.guestRng.fork(1), {
-            fault: (pfn) => this.fault(pfn),
-            present: (pfn) => this.destination.present.has(pfn),
-          });
+        const rt = this.vm.runtime;
+        if (rt) {
+          const dst = this.destination;
+          const port = {
+            present: (pfn: number) => dst.present.has(pfn),
+            request: (pfn: number) => {
+              this.fault(pfn);
+            },
+          };
+          rt.resume(e.postcopy && dst.present.size < dst.pageCount ? port : null);
+        } else if (e.postcopy) {
+          this.guest = new SequentialAccessGuest(
+            this.vm.spec,
+            this.memory,
+            this.queue,
+            this.guestRng.fork(1),
+            {
+              fault: (pfn) => this.fault(pfn),
+              present: (pfn) => this.destination.present.has(pfn),
+            },
+          );
           this.guest.start();
         }
       } else if (e.type === 'finished') this.end(e.outcome, e.reason);
@@ -257,33 +289,69 @@ export class SimMigration {
   private toDestination(msgs: SourceMessage | SourceMessage[]): void {
     for (const m of Array.isArray(msgs) ? msgs : [msgs]) {
       const arrival = this.destination.receive(this.queue.now, m);
-      if (arrival && arrival.install.length > 0) this.guest?.arrived();
+      if (arrival && arrival.install.length > 0) {
+        this.guest?.arrived();
+        this.vm.runtime?.arrived(arrival.install);
+        this.sample(false);
+      }
     }
     this.afterDestination();
+  }
+
+  /** Records pages still missing on the destination, at most once per 100 ms bin. */
+  private sample(force: boolean): void {
+    const now = this.queue.now;
+    const last = this.missing[this.missing.length - 1];
+    if (!force && last && Math.floor(last[0] / 100) === Math.floor(now / 100)) return;
+    this.missing.push([Math.round(now), this.memory.pageCount - this.destination.present.size]);
   }
 
   report(variant: string): MigrationReport {
     const s = this.source.stats;
     const d = this.destination.stats;
     const end = this.endedAt >= 0 ? this.endedAt : this.queue.now;
+    const rt = this.vm.runtime;
     return {
-      vm: this.vm.name,
+      vm: this.vm.spec.name,
       variant: variant || this.spec.variant,
       mode: this.spec.mode,
+      cooperative: this.spec.cooperative,
       source: this.from,
       destination: this.spec.to,
       outcome: this.outcome ?? 'failed',
       reason: this.reason,
       startMs: this.startedAt,
       totalTimeMs: end - this.startedAt,
+      switchoverMs: this.stoppedAt,
       downtimeMs: this.stoppedAt >= 0 && this.resumedAt >= 0 ? this.resumedAt - this.stoppedAt : 0,
       bytesSent: s.bytesSent,
       pagesSent: { ...s.pagesSent },
       rounds: s.rounds,
       roundPages: [...s.roundPages],
       remoteFaults: d.remoteFaults,
-      faultLatencyUs: percentiles(d.faultLatencyUs),
+      asyncFaults: rt ? rt.kernel.asyncFaults - this.guestBase.async : 0,
+      syncFaults: rt ? rt.kernel.syncFaults - this.guestBase.sync : d.remoteFaults,
+      vcpuBlockedMs: (rt ? rt.blockedMs : (this.guest?.blockedMs ?? 0)) - this.guestBase.blockedMs,
+      faultLatencyUs: percentiles([...d.faultLatencyUs]),
       postcopyMs: this.postcopyAt >= 0 ? end - this.postcopyAt : 0,
+      missingPages: this.missing.map((p) => [p[0], p[1]]),
+      faultLatencyHistogram: histogram(d.faultLatencyUs),
     };
   }
+}
+
+/** Counts per power-of-two bucket: [upper bound µs, count], from 16 µs up. */
+export function histogram(valuesUs: number[]): [number, number][] {
+  if (valuesUs.length === 0) return [];
+  const counts = new Map<number, number>();
+  let top = 16;
+  for (const v of valuesUs) {
+    let b = 16;
+    while (b < v) b *= 2;
+    counts.set(b, (counts.get(b) ?? 0) + 1);
+    if (b > top) top = b;
+  }
+  const out: [number, number][] = [];
+  for (let b = 16; b <= top; b *= 2) out.push([b, counts.get(b) ?? 0]);
+  return out;
 }

@@ -3,6 +3,7 @@
 
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { MEMTOUCH_DEFAULTS, OLTP_DEFAULTS, WEB_DEFAULTS } from './workloads.ts';
 
 const positive = (what: string) =>
   z.number({ error: `${what} must be a number` }).positive(`${what} must be > 0`);
@@ -66,14 +67,61 @@ const Access = z
   })
   .prefault({});
 
+const count = (what: string) =>
+  z.number().int(`${what} must be a whole number`).min(1, `${what} must be ≥ 1`);
+const fraction = z.number().min(0, 'must be in [0, 1]').max(1, 'must be in [0, 1]');
+
+const W = WEB_DEFAULTS;
+const O = OLTP_DEFAULTS;
+const M = MEMTOUCH_DEFAULTS;
+const Workload = z.discriminatedUnion('kind', [
+  z.strictObject({
+    kind: z.literal('web'),
+    workers: count('workers').default(W.workers),
+    connections: count('connections').default(W.connections),
+    thinkMs: nonNegative('think time').default(W.thinkMs),
+    cpuMs: positive('CPU per request').default(W.cpuMs),
+    hotSetMiB: positive('hot set').default(W.hotSetMiB),
+    touches: z.number().int().nonnegative().default(W.touches),
+    coldTouches: z.number().int().nonnegative().default(W.coldTouches),
+    writes: z.number().int().nonnegative().default(W.writes),
+    kernelFaultFraction: fraction.default(W.kernelFaultFraction),
+  }),
+  z.strictObject({
+    kind: z.literal('oltp'),
+    workers: count('workers').default(O.workers),
+    connections: count('connections').default(O.connections),
+    thinkMs: nonNegative('think time').default(O.thinkMs),
+    cpuMs: positive('CPU per transaction').default(O.cpuMs),
+    depth: count('B-tree depth').default(O.depth),
+    lookups: count('lookups').default(O.lookups),
+    writes: z.number().int().nonnegative().default(O.writes),
+    logWriteIntervalMs: positive('log write interval').default(O.logWriteIntervalMs),
+    kernelFaultFraction: fraction.default(O.kernelFaultFraction),
+  }),
+  z.strictObject({
+    kind: z.literal('memtouch'),
+    rateMBps: positive('write rate').default(M.rateMBps),
+    workingSetMiB: positive('working set').default(M.workingSetMiB),
+    pattern: z.enum(['sequential', 'random']).default(M.pattern),
+    kernelFaultFraction: fraction.default(M.kernelFaultFraction),
+  }),
+  z.strictObject({ kind: z.literal('idle') }),
+]);
+
 const Vm = z
   .strictObject({
     name,
     host: name,
     ramMiB: z.number({ error: 'RAM must be a number' }).min(1, 'RAM must be at least 1 MiB'),
     usedMiB: positive('memory in use').optional(),
+    vcpus: count('vCPUs').default(1),
+    /** Async page faults outstanding per vCPU before further faults block (KVM: 64). */
+    asyncFaultLimit: count('async fault limit').default(64),
     dirty: Dirty,
     access: Access,
+    /** What the guest runs (the whole run long); without one, only `access` touches pages. */
+    workload: Workload.optional(),
   })
   .refine((v) => v.usedMiB === undefined || v.usedMiB <= v.ramMiB, {
     message: 'usedMiB must not exceed ramMiB',
@@ -95,15 +143,27 @@ const Migration = z.strictObject({
   prepageForward: z.number().int().nonnegative().default(0),
   prepageBackward: z.number().int().nonnegative().default(0),
   urgentLane: z.boolean().default(true),
+  /** Postcopy remote faults as guest-cooperative async faults (true) or blocking (false). */
+  cooperative: z.boolean().default(true),
   maxBandwidthMbps: positive('max bandwidth').optional(),
   /** Time before the first page moves: connecting, creating the destination VM. */
   setupMs: nonNegative('setup time').default(0),
+});
+
+/** A variant re-runs the scenario with these fields changed in every VM and migration. */
+const Variant = z.strictObject({
+  name: z.string().min(1, 'variant name must not be empty'),
+  vms: z.record(z.string(), z.unknown()).default({}),
+  migrations: z.record(z.string(), z.unknown()).default({}),
 });
 
 export const ScenarioSchema = z.strictObject({
   name: z.string().default('scenario'),
   /** Virtual seconds after which the simulation stops (migrations still running fail). */
   durationS: positive('duration').default(3600),
+  /** With workloads: how long the run goes on after the last migration ended. */
+  settleS: nonNegative('settle time').default(12),
+  variants: z.array(Variant).default([]),
   network: Network,
   switches: z.array(Switch).default([]),
   links: z.array(Link).default([]),
@@ -150,6 +210,7 @@ export function validateScenario(raw: unknown, source = 'scenario'): Scenario {
   const hosts = unique(s.hosts, 'host', 'hosts');
   const switches = unique(s.switches, 'switch', 'switches');
   const vms = unique(s.vms, 'VM', 'vms');
+  unique(s.variants, 'variant', 'variants');
   s.hosts.forEach((h, i) => {
     if (h.switch && !switches.has(h.switch))
       problems.push(`hosts[${i}].switch: unknown switch '${h.switch}'`);
@@ -179,4 +240,53 @@ export function parseScenario(text: string, source = 'scenario'): Scenario {
     throw new ScenarioError(`${source}: not valid YAML: ${first}`);
   }
   return validateScenario(raw, source);
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** `base` with `over` laid on top, objects merged field by field. */
+function merge(base: unknown, over: Record<string, unknown>): unknown {
+  if (!isPlainObject(base)) return over;
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(over))
+    out[k] = isPlainObject(v) && isPlainObject(base[k]) ? merge(base[k], v) : v;
+  return out;
+}
+
+export interface ScenarioVariant {
+  /** Empty for a scenario without variants. */
+  name: string;
+  scenario: Scenario;
+}
+
+/**
+ * The runs a scenario asks for: itself, or one per variant, each validated on its own so an
+ * error names the variant.
+ */
+export function expandVariants(raw: unknown, source = 'scenario'): ScenarioVariant[] {
+  const base = validateScenario(raw, source);
+  if (base.variants.length === 0) return [{ name: '', scenario: base }];
+  const r = raw as Record<string, unknown>;
+  return base.variants.map((v, i) => {
+    const next = {
+      ...r,
+      variants: [],
+      vms: (r.vms as unknown[] | undefined)?.map((vm) => merge(vm, v.vms)),
+      migrations: (r.migrations as unknown[] | undefined)?.map((m) => merge(m, v.migrations)),
+    };
+    return { name: v.name, scenario: validateScenario(next, `${source} variants[${i}] '${v.name}'`) };
+  });
+}
+
+export function parseScenarioVariants(text: string, source = 'scenario'): ScenarioVariant[] {
+  let raw: unknown;
+  try {
+    raw = parseYaml(text);
+  } catch (e) {
+    const first = (e as Error).message.split('\n')[0].replace(/:\s*$/, '');
+    throw new ScenarioError(`${source}: not valid YAML: ${first}`);
+  }
+  return expandVariants(raw, source);
 }

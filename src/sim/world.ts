@@ -1,12 +1,14 @@
 // A simulated datacenter built from a scenario: hosts with full-duplex NICs, switches
 // and links, VMs, and the migrations between them, run in virtual time.
 
-import type { MigrationReport, Report } from '../report/schema.ts';
+import type { MigrationReport, Report, WorkloadReport } from '../report/schema.ts';
 import { EventQueue } from './event-queue.ts';
 import { type MigrationProgress, type Path, SimMigration } from './migration.ts';
 import { Flow, Network, Resource } from './network.ts';
 import { Rng } from './rng.ts';
 import type { Scenario } from './scenario.ts';
+import { SimVm } from './vm.ts';
+import { workloadReport } from './workload-report.ts';
 
 const DEFAULT_SWITCH = '';
 
@@ -42,8 +44,6 @@ export class World {
   private readonly hosts = new Map<string, HostNode>();
   private readonly edges = new Map<string, Edge[]>();
   private readonly switchLatency = new Map<string, number>();
-  private readonly vmHost = new Map<string, string>();
-  private readonly busy = new Set<string>();
   readonly migrations: SimMigration[] = [];
   private readonly reports: (MigrationReport | undefined)[] = [];
 
@@ -73,7 +73,6 @@ export class World {
       if (interference > 0) up.coupled = { resource: down, interference };
       this.hosts.set(h.name, { up, down, switch: h.switch ?? DEFAULT_SWITCH, latencyMs: h.latencyUs / 1000 });
     }
-    for (const v of scenario.vms) this.vmHost.set(v.name, v.host);
   }
 
   private edge(from: string, e: Edge): void {
@@ -119,27 +118,38 @@ export class World {
   run(): Report {
     const s = this.scenario;
     const rng = new Rng(this.options.seed);
-    const vms = new Map(s.vms.map((v) => [v.name, v]));
+    const vms = new Map<string, SimVm>();
+    s.vms.forEach((spec, i) => vms.set(spec.name, new SimVm(spec, this.queue, rng.fork(1_000_000 + i))));
+    for (const vm of vms.values()) vm.runtime?.start();
     const socketBuffer = s.network.socketBufferKiB * 1024;
+    const withWorkloads = s.vms.some((v) => v.workload);
+    let reported = 0;
+    const settle = () => {
+      // workloads run forever: once every migration is over, watch the recovery, then stop
+      if (++reported === s.migrations.length && withWorkloads)
+        this.queue.horizon = Math.min(this.queue.horizon, this.queue.now + s.settleS * 1000);
+    };
     s.migrations.forEach((spec, i) => {
-      const vmRng = rng.fork(i);
+      const migrationRng = rng.fork(i);
       this.queue.at(spec.atS * 1000, () => {
         const vm = vms.get(spec.vm)!;
-        const from = this.vmHost.get(spec.vm)!;
+        const from = vm.host;
         const fail = (reason: string) => {
           this.reports[i] = failedReport(spec, from, this.queue.now, reason, this.options.variant, 'aborted');
+          settle();
         };
-        if (this.busy.has(spec.vm)) return fail(`VM '${spec.vm}' is already migrating`);
+        if (vm.migrating) return fail(`VM '${spec.vm}' is already migrating`);
         if (from === spec.to) return fail(`VM '${spec.vm}' already runs on host '${spec.to}'`);
         const path = this.route(from, spec.to, spec.maxBandwidthMbps);
         if (typeof path === 'string') return fail(path);
-        const m = new SimMigration(this.queue, this.net, spec, vm, from, path, socketBuffer, vmRng);
-        this.busy.add(spec.vm);
+        const m = new SimMigration(this.queue, this.net, spec, vm, from, path, socketBuffer, migrationRng);
+        vm.migrating = true;
         m.onEnd = (done) => {
-          this.busy.delete(spec.vm);
+          vm.migrating = false;
           const report = done.report(this.options.variant ?? '');
-          if (report.outcome === 'completed') this.vmHost.set(spec.vm, spec.to);
+          if (report.outcome === 'completed') vm.host = spec.to;
           this.reports[i] = report;
+          settle();
         };
         this.migrations.push(m);
         m.start();
@@ -152,31 +162,32 @@ export class World {
           this.queue.now,
           this.migrations.map((m) => m.progress()),
         );
-        let done = 0;
-        for (const r of this.reports) if (r) done++;
-        const pending = done < s.migrations.length;
-        if (pending) this.queue.after(progress.everyMs, tick);
+        if (reported < s.migrations.length) this.queue.after(progress.everyMs, tick);
       };
       this.queue.after(progress.everyMs, tick);
     }
-    this.queue.run(s.durationS * 1000);
+    this.queue.horizon = s.durationS * 1000;
+    this.queue.run();
     for (const m of this.migrations) m.timeout();
-    return {
-      scenario: s.name,
-      seed: this.options.seed,
-      world: 'sim',
-      migrations: s.migrations.map(
-        (spec, i) =>
-          this.reports[i] ??
-          failedReport(
-            spec,
-            this.vmHost.get(spec.vm) ?? '',
-            spec.atS * 1000,
-            'the simulation ended before it started',
-            this.options.variant,
-          ),
-      ),
-    };
+    for (const vm of vms.values()) vm.runtime?.stop();
+    const migrations = s.migrations.map(
+      (spec, i) =>
+        this.reports[i] ??
+        failedReport(
+          spec,
+          vms.get(spec.vm)?.host ?? '',
+          spec.atS * 1000,
+          'the simulation ended before it started',
+          this.options.variant,
+        ),
+    );
+    const workloads: WorkloadReport[] = [];
+    for (const vm of vms.values()) {
+      if (!vm.runtime) continue;
+      const mine = migrations.filter((m) => m.vm === vm.spec.name);
+      workloads.push(workloadReport(vm, mine[mine.length - 1], this.options.variant ?? '', this.queue.now));
+    }
+    return { scenario: s.name, seed: this.options.seed, world: 'sim', migrations, workloads };
   }
 }
 
@@ -192,20 +203,27 @@ function failedReport(
     vm: spec.vm,
     variant: variant || spec.variant,
     mode: spec.mode,
+    cooperative: spec.cooperative,
     source: from,
     destination: spec.to,
     outcome,
     reason,
     startMs: now,
     totalTimeMs: 0,
+    switchoverMs: -1,
     downtimeMs: 0,
     bytesSent: 0,
     pagesSent: { bulk: 0, urgent: 0, prepaged: 0, resent: 0, zero: 0 },
     rounds: 0,
     roundPages: [],
     remoteFaults: 0,
+    asyncFaults: 0,
+    syncFaults: 0,
+    vcpuBlockedMs: 0,
     faultLatencyUs: { p50: 0, p90: 0, p99: 0, max: 0 },
     postcopyMs: 0,
+    missingPages: [],
+    faultLatencyHistogram: [],
   };
 }
 

@@ -316,6 +316,8 @@ test('defaults are applied to a minimal scenario', () => {
   const s = validateScenario(valid());
   assert.equal(s.name, 'scenario');
   assert.equal(s.durationS, 3600);
+  assert.equal(s.settleS, 12);
+  assert.deepEqual(s.variants, []);
   assert.deepEqual(s.network, { efficiency: 0.94, duplexInterference: 0, socketBufferKiB: 4096 });
   assert.deepEqual(s.switches, []);
   assert.deepEqual(s.links, []);
@@ -324,6 +326,8 @@ test('defaults are applied to a minimal scenario', () => {
     name: 'v',
     host: 'a',
     ramMiB: 1024,
+    vcpus: 1,
+    asyncFaultLimit: 64,
     dirty: { hotSetMiB: 0, hotPeriodS: 1, hotPattern: 'sweep', rateMBps: 0 },
     access: { touchesPerSec: 1000, hotFraction: 0.8 },
   });
@@ -342,6 +346,7 @@ test('defaults are applied to a minimal scenario', () => {
     prepageForward: 0,
     prepageBackward: 0,
     urgentLane: true,
+    cooperative: true,
     setupMs: 0,
   });
   // defaults fill in around what is given

@@ -1,0 +1,52 @@
+// A simulated VM for the whole run: its memory, its dirty log, and (when it has a
+// workload) its guest at work, which keeps running before, during and after migrations.
+
+import { PageSet } from '../engine/page-set.ts';
+import type { EventQueue } from './event-queue.ts';
+import { SimDirtyLog, SimGuestMemory } from './guest-memory.ts';
+import { GuestRuntime } from './guest-runtime.ts';
+import type { Rng } from './rng.ts';
+import type { VmSpec } from './scenario.ts';
+import { IDLE_MODEL, memtouchModel, oltpModel, type WorkloadModel, webModel } from './workloads.ts';
+
+export function workloadModel(vm: VmSpec, usedPages: number): WorkloadModel | undefined {
+  const w = vm.workload;
+  if (!w) return undefined;
+  switch (w.kind) {
+    case 'web':
+      return webModel(w, usedPages);
+    case 'oltp':
+      return oltpModel(w, usedPages);
+    case 'memtouch':
+      return memtouchModel(w, usedPages);
+    case 'idle':
+      return IDLE_MODEL;
+  }
+}
+
+export class SimVm {
+  readonly memory: SimGuestMemory;
+  readonly dirty: SimDirtyLog;
+  readonly runtime: GuestRuntime | undefined;
+  host: string;
+  migrating = false;
+
+  constructor(
+    readonly spec: VmSpec,
+    queue: EventQueue,
+    rng: Rng,
+  ) {
+    this.host = spec.host;
+    this.memory = new SimGuestMemory(spec);
+    const dirtyRng = rng.fork(2);
+    this.dirty = new SimDirtyLog(spec, this.memory, queue.now, () => dirtyRng.next());
+    const model = workloadModel(spec, this.memory.usedPages);
+    if (model) {
+      const written = new PageSet(this.memory.pageCount);
+      this.dirty.extra = written;
+      this.runtime = new GuestRuntime(model, spec.vcpus, spec.asyncFaultLimit, queue, rng.fork(3), (pfn) =>
+        written.add(pfn),
+      );
+    }
+  }
+}
