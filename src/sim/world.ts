@@ -119,7 +119,9 @@ export class World {
     const s = this.scenario;
     const rng = new Rng(this.options.seed);
     const vms = new Map<string, SimVm>();
-    s.vms.forEach((spec, i) => vms.set(spec.name, new SimVm(spec, this.queue, rng.fork(1_000_000 + i))));
+    s.vms.forEach((spec, i) => {
+      vms.set(spec.name, new SimVm(spec, this.queue, rng.fork(1_000_000 + i)));
+    });
     for (const vm of vms.values()) vm.runtime?.start();
     const socketBuffer = s.network.socketBufferKiB * 1024;
     const withWorkloads = s.vms.some((v) => v.workload);
