@@ -21,3 +21,11 @@ export function writeJson(path: string, value: unknown): void {
     throw new UsageError(`cannot write '${path}': ${(e as Error).message}`);
   }
 }
+
+export function writeText(path: string, text: string): void {
+  try {
+    writeFileSync(path, text);
+  } catch (e) {
+    throw new UsageError(`cannot write '${path}': ${(e as Error).message}`);
+  }
+}

@@ -4,8 +4,14 @@ import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { ScenarioError } from '../sim/scenario.ts';
 import { demoCommand } from './demo.ts';
 import { UsageError } from './errors.ts';
+import { reportCommand } from './report.ts';
 import { simCommand } from './sim.ts';
 import { validateCommand } from './validate.ts';
+
+export function parseCount(v: string): number {
+  if (!/^\d+$/.test(v) || Number(v) < 1) throw new InvalidArgumentError('must be a whole number ≥ 1');
+  return Number(v);
+}
 
 export function parseSeed(v: string): number {
   if (!/^\d+$/.test(v) || Number(v) > 0xffffffff)
@@ -38,6 +44,7 @@ program
   .option('--seed <n>', 'random seed (same scenario + seed ⇒ identical report)', parseSeed, 1)
   .option('--json <file>', 'write the report as JSON')
   .option('--quiet', 'print no summary')
+  .option('--threads <n>', 'worker threads for variants (default: one per core)', parseCount)
   .action(simCommand);
 
 program
@@ -60,11 +67,23 @@ program
 
 program
   .command('demo')
-  .description('the main job: a postcopy migration of a VM under load, with its summary')
+  .description(
+    'the main job: a VM under load migrates while you watch; ends with a comparison and an HTML report',
+  )
   .option('--mode <mode>', 'precopy | postcopy | hybrid', 'postcopy')
-  .option('--ram <MiB>', 'VM RAM in MiB', (v) => Number.parseInt(v, 10), 4096)
+  .option('--ram <MiB>', 'VM RAM in MiB', (v) => Number.parseInt(v, 10), 2048)
+  .option('--vcpus <n>', 'vCPUs of the VM', (v) => Number.parseInt(v, 10), 4)
+  .option('--workload <kind>', 'web | oltp | memtouch | idle', 'web')
   .option('--json <file>', 'write the report as JSON')
+  .option('--html <file>', 'where to write the HTML report', 'out/demo-report.html')
   .action(demoCommand);
+
+program
+  .command('report')
+  .description('render a report JSON as one self-contained HTML page')
+  .argument('<report>', 'report JSON written by sim, demo or migrate')
+  .requiredOption('-o, --output <file>', 'HTML file to write')
+  .action(reportCommand);
 
 try {
   await program.parseAsync(process.argv);

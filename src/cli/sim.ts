@@ -3,9 +3,20 @@ import { parseScenarioVariants } from '../sim/scenario.ts';
 import { simulateVariants } from '../sim/variants.ts';
 import { readText, writeJson } from './io.ts';
 
-export function simCommand(file: string, opts: { seed: number; json?: string; quiet?: boolean }): void {
+export async function simCommand(
+  file: string,
+  opts: { seed: number; json?: string; quiet?: boolean; threads?: number },
+): Promise<void> {
   const variants = parseScenarioVariants(readText(file, 'scenario'), file);
-  const report = simulateVariants(variants, opts.seed);
+  const progress = !opts.quiet && variants.length > 1 && process.stderr.isTTY;
+  const report = await simulateVariants(variants, {
+    seed: opts.seed,
+    threads: opts.threads,
+    onDone: progress
+      ? (name, done, total) => process.stderr.write(`\r  ${done}/${total} variants (${name})\x1b[K`)
+      : undefined,
+  });
+  if (progress) process.stderr.write('\r\x1b[K');
   if (!opts.quiet) {
     if (variants.length > 1 || report.workloads.length > 0) {
       console.log(

@@ -66,6 +66,9 @@ export class GuestRuntime {
   private readonly vsince: number[];
   private readonly requests: { client: number; at: number }[] = [];
   private readonly sleepingServers: number[] = [];
+  /** One callback per client and per loop task, made once: events reuse them. */
+  private readonly senders: (() => void)[] = [];
+  private readonly resumers: (() => void)[] = [];
   private readonly waiters = new Map<number, { vcpu: number; token: number }[]>();
   private port: PagePort | null = null;
   private paused = false;
@@ -100,8 +103,16 @@ export class GuestRuntime {
         const id = this.kernel.addTask(next++ % vcpus, cls.role === 'server' ? 'sleeping' : 'runnable');
         this.tasks[id] = { cls: c, op: null, at: 0, segLeft: 0, seg: 0, since: 0, client: -1 };
         if (cls.role === 'server') this.sleepingServers.push(id);
+        this.resumers[id] = () => {
+          if (this.stopped) return;
+          this.beginOp(id);
+          const kick = this.kernel.wake(id);
+          if (kick >= 0) this.run(kick);
+        };
       }
     });
+    const connections = model.clients?.connections ?? 0;
+    for (let c = 0; c < connections; c++) this.senders.push(() => this.send(c));
   }
 
   /** Starts the workload: servers wait for requests, loop tasks start working, clients connect. */
@@ -191,13 +202,14 @@ export class GuestRuntime {
 
   private think(client: number): void {
     const thinkMs = this.model.clients!.thinkMs;
-    const send = () => {
-      if (this.stopped) return;
-      this.requests.push({ client, at: this.queue.now });
-      this.dispatch();
-    };
-    if (thinkMs > 0) this.queue.after(this.rng.exp(thinkMs), send);
-    else send();
+    if (thinkMs > 0) this.queue.after(this.rng.exp(thinkMs), this.senders[client]);
+    else this.send(client);
+  }
+
+  private send(client: number): void {
+    if (this.stopped) return;
+    this.requests.push({ client, at: this.queue.now });
+    this.dispatch();
   }
 
   /** Hands queued requests to sleeping server tasks, idle vCPUs first. */
@@ -258,12 +270,7 @@ export class GuestRuntime {
     }
     if (cls.pauseMs > 0) {
       this.kernel.sleep(v);
-      this.queue.after(cls.pauseMs, () => {
-        if (this.stopped) return;
-        this.beginOp(t);
-        const kick = this.kernel.wake(t);
-        if (kick >= 0) this.run(kick);
-      });
+      this.queue.after(cls.pauseMs, this.resumers[t]);
       return;
     }
     this.beginOp(t);

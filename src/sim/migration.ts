@@ -118,7 +118,9 @@ export class SimMigration {
     const phase = this.ended
       ? (this.outcome as string)
       : this.source.phase === 'precopy'
-        ? `precopy round ${this.source.stats.rounds}`
+        ? this.source.stats.rounds === 0
+          ? 'starting'
+          : `precopy round ${this.source.stats.rounds}`
         : this.source.phase;
     const lanes = [this.path.bulk, this.path.urgent].map((f) => f?.progress(this.queue.now));
     let sent = 0;

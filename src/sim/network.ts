@@ -9,6 +9,9 @@ export class Resource {
   /** Flows currently sending through this resource. */
   readonly flows: Flow[] = [];
   mark = 0;
+  /** Scratch space of the max-min computation. */
+  left = 0;
+  users = 0;
   /** Capacity in bytes per millisecond, as currently available. */
   capacity: number;
   /**
@@ -40,6 +43,9 @@ export class Flow {
   version = 0;
   active = false;
   mark = 0;
+  /** Scratch space of the max-min computation. */
+  slot = 0;
+  fixed = false;
 
   constructor(
     readonly resources: Resource[],
@@ -191,50 +197,46 @@ export function maxMinRates(flows: Flow[], resources: Resource[]): number[] {
     for (const r of flows[0].resources) rate = Math.min(rate, r.capacity);
     return [rate];
   }
+  // scratch state lives on the objects themselves: no maps on this hot path
   const rates = new Array<number>(flows.length).fill(0);
-  const fixed = new Array<boolean>(flows.length).fill(false);
-  const index = new Map<Flow, number>();
-  for (let i = 0; i < flows.length; i++) index.set(flows[i], i);
-  const left = new Map<Resource, number>();
-  const users = new Map<Resource, number>();
+  for (let i = 0; i < flows.length; i++) {
+    flows[i].slot = i;
+    flows[i].fixed = false;
+  }
   for (const r of resources) {
-    left.set(r, r.capacity);
-    users.set(r, r.flows.length);
+    r.left = r.capacity;
+    r.users = r.flows.length;
   }
   let unfixed = flows.length;
   while (unfixed > 0) {
     let share = Number.POSITIVE_INFINITY;
     let bottleneck: Resource | undefined;
     for (const r of resources) {
-      const u = users.get(r)!;
-      if (u === 0) continue;
-      const s = left.get(r)! / u;
+      if (r.users === 0) continue;
+      const s = r.left / r.users;
       if (s < share) {
         share = s;
         bottleneck = r;
       }
     }
-    let capped = -1;
-    for (let i = 0; i < flows.length; i++)
-      if (!fixed[i] && flows[i].cap < share) {
-        share = flows[i].cap;
-        capped = i;
+    let capped: Flow | undefined;
+    for (const f of flows)
+      if (!f.fixed && f.cap < share) {
+        share = f.cap;
+        capped = f;
       }
-    const fix = (i: number) => {
-      rates[i] = share;
-      fixed[i] = true;
+    const fix = (f: Flow) => {
+      rates[f.slot] = share;
+      f.fixed = true;
       unfixed--;
-      for (const r of flows[i].resources) {
-        left.set(r, Math.max(0, left.get(r)! - share));
-        users.set(r, users.get(r)! - 1);
+      for (const r of f.resources) {
+        r.left = Math.max(0, r.left - share);
+        r.users--;
       }
     };
-    if (capped >= 0) fix(capped);
+    if (capped) fix(capped);
     else if (bottleneck) {
-      for (const f of bottleneck.flows) {
-        const i = index.get(f)!;
-        if (!fixed[i]) fix(i);
-      }
+      for (const f of bottleneck.flows) if (!f.fixed) fix(f);
     } else break;
   }
   return rates;

@@ -41,12 +41,31 @@ export interface WorkloadModel {
 
 /**
  * Skewed choice among `n` items: rank r has probability ∝ 1/(r+1) (Zipf, exponent 1),
- * by inverse transform of a log-uniform draw; ranks are scattered over the region so hot
- * items are not all neighbours.
+ * drawn as a log-uniform rank (inverse transform, piecewise linear over 1024 buckets so a
+ * draw costs no exp/log); ranks are scattered over the region so hot items are not all
+ * neighbours.
  */
-export function zipfPage(rng: Rng, base: number, n: number, logN1 = Math.log(n + 1)): number {
-  const rank = Math.min(n - 1, Math.floor(Math.exp(rng.next() * logN1)) - 1);
-  return base + ((Math.imul(rank, 0x9e3779b1) >>> 0) % n);
+export class Zipf {
+  private static readonly BUCKETS = 1024;
+  private readonly edges: Float64Array;
+
+  constructor(
+    private readonly base: number,
+    private readonly n: number,
+  ) {
+    const k = Zipf.BUCKETS;
+    this.edges = new Float64Array(k + 1);
+    const l = Math.log(n + 1);
+    for (let b = 0; b <= k; b++) this.edges[b] = Math.exp((b / k) * l) - 1;
+  }
+
+  draw(rng: Rng): number {
+    const x = rng.next() * Zipf.BUCKETS;
+    const b = Math.floor(x);
+    const lo = this.edges[b];
+    const rank = Math.min(this.n - 1, Math.floor(lo + (x - b) * (this.edges[b + 1] - lo)));
+    return this.base + ((Math.imul(rank, 0x9e3779b1) >>> 0) % this.n);
+  }
 }
 
 export interface WebParams {
@@ -131,7 +150,7 @@ const PAGES_PER_MIB = 256;
 
 export function webModel(p: WebParams, usedPages: number): WorkloadModel {
   const hot = Math.max(1, Math.min(usedPages, Math.round(p.hotSetMiB * PAGES_PER_MIB)));
-  const logHot = Math.log(hot + 1);
+  const zipf = new Zipf(0, hot);
   const logStart = Math.min(usedPages - 1, hot);
   const logPages = Math.max(1, Math.min(4096, usedPages - logStart));
   let logCursor = 0;
@@ -148,13 +167,13 @@ export function webModel(p: WebParams, usedPages: number): WorkloadModel {
         next(rng, reads) {
           const pages: number[] = [];
           if (reads) {
-            for (let i = 0; i < p.touches; i++) pages.push(zipfPage(rng, 0, hot, logHot));
+            for (let i = 0; i < p.touches; i++) pages.push(zipf.draw(rng));
             for (let i = 0; i < p.coldTouches; i++) pages.push(rng.int(usedPages));
           }
           // writes: the access log, appended, and session pages in the hot set
           for (let i = 0; i < p.writes; i++) {
             if (i === 0) pages.push(logStart + (logCursor++ % logPages));
-            else pages.push(zipfPage(rng, 0, hot, logHot));
+            else pages.push(zipf.draw(rng));
           }
           return { cpuMs: p.cpuMs, pages, writes: p.writes };
         },
@@ -170,14 +189,14 @@ export function oltpModel(p: OltpParams, usedPages: number): WorkloadModel {
   const inner = Math.max(1, Math.min(treePages - 1, Math.round(treePages / 200)));
   const leaves = treePages - inner;
   let logCursor = 0;
-  const logInner = Math.log(inner + 1);
-  const logLeaves = Math.log(leaves + 1);
+  const innerZipf = new Zipf(0, inner);
+  const leafZipf = new Zipf(inner, leaves);
   const lookup = (rng: Rng, pages: number[], reads: boolean) => {
     // root, then one inner page per level (inner levels are small and hot), then a leaf
-    const leaf = zipfPage(rng, inner, leaves, logLeaves);
+    const leaf = leafZipf.draw(rng);
     if (!reads) return leaf;
     pages.push(0);
-    for (let d = 1; d < p.depth; d++) pages.push(Math.min(inner - 1, zipfPage(rng, 0, inner, logInner)));
+    for (let d = 1; d < p.depth; d++) pages.push(Math.min(inner - 1, innerZipf.draw(rng)));
     pages.push(leaf);
     return leaf;
   };
