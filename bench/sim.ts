@@ -1,9 +1,10 @@
 // Simulator benchmark: wall time, peak memory and event rate for the scaling cases.
 // Usage: npm run bench:sim [-- --json FILE] [-- --only NAME]
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { postcopyScenario, ringScenario } from '../src/sim/generators.ts';
-import type { Scenario } from '../src/sim/scenario.ts';
+import { parseScenarioVariants, type Scenario } from '../src/sim/scenario.ts';
+import { simulateVariants } from '../src/sim/variants.ts';
 import { World } from '../src/sim/world.ts';
 
 const { values } = parseArgs({
@@ -63,4 +64,26 @@ const r1 = results.find((c) => c.name === 'ring-1000');
 const r10 = results.find((c) => c.name === 'ring-10000');
 if (r1 && r10)
   console.log(`ring-10000 / ring-1000 wall ratio: ${(r10.wallMs / r1.wallMs).toFixed(1)} (linear = 10)`);
+
+// The web and database experiments, every variant, spread over the cores as `ferry sim` does.
+if (!values.only || values.only.includes('paper')) {
+  const files = ['scenarios/paper-web.yaml', 'scenarios/paper-db.yaml'];
+  const t0 = performance.now();
+  const variants = files.flatMap((f) =>
+    parseScenarioVariants(readFileSync(new URL(`../${f}`, import.meta.url), 'utf8'), f),
+  );
+  const runs = variants.length;
+  await simulateVariants(variants, { seed: 1 });
+  const wallMs = Math.round(performance.now() - t0);
+  console.log(
+    `${'paper'.padEnd(12)} ${String(runs).padStart(6)} variants    ${String(wallMs).padStart(6)} ms wall  (both experiment files)`,
+  );
+  results.push({
+    name: 'paper',
+    migrations: runs,
+    wallMs,
+    peakRssBytes: process.memoryUsage().rss,
+    eventsPerSec: 0,
+  });
+}
 if (values.json) writeFileSync(values.json, `${JSON.stringify({ cases: results }, null, 2)}\n`);

@@ -10,7 +10,7 @@ import type { MigrationReport } from '../report/schema.ts';
 import type { EventQueue } from './event-queue.ts';
 import { type GuestHooks, SequentialAccessGuest } from './guest.ts';
 import type { SimDirtyLog, SimGuestMemory } from './guest-memory.ts';
-import { Flow, type Network } from './network.ts';
+import type { Flow, Network } from './network.ts';
 import type { Rng } from './rng.ts';
 import type { MigrationSpec } from './scenario.ts';
 import type { SimVm } from './vm.ts';
@@ -29,9 +29,8 @@ export interface MigrationProgress {
 
 /** The path between two hosts, as the migration's lanes see it. */
 export interface Path {
+  /** The bulk lane's connection; the urgent lane shares its path with priority. */
   bulk: Flow;
-  /** Opened on first use: most migrations never send a demand page. */
-  urgent?: Flow;
   /** One-way latency, ms. */
   latencyMs: number;
 }
@@ -83,6 +82,7 @@ export class SimMigration {
   private outcome: Outcome | undefined;
   private reason = '';
   private bulkPagesInFlight = 0;
+  private urgentBytes = 0;
   /** Guest counters when the migration began (the guest runs the whole simulation). */
   private readonly guestBase = { async: 0, sync: 0, blockedMs: 0 };
   private readonly missing: [number, number][] = [];
@@ -122,13 +122,9 @@ export class SimMigration {
           ? 'starting'
           : `precopy round ${this.source.stats.rounds}`
         : this.source.phase;
-    const lanes = [this.path.bulk, this.path.urgent].map((f) => f?.progress(this.queue.now));
-    let sent = 0;
-    let queued = 0;
-    for (const l of lanes) {
-      sent += l?.sent ?? 0;
-      queued += l?.queued ?? 0;
-    }
+    const lane = this.path.bulk.progress(this.queue.now);
+    const sent = lane.sent;
+    const queued = lane.queued;
     return {
       vm: this.vm.spec.name,
       phase,
@@ -247,8 +243,7 @@ export class SimMigration {
     while (src.hasWork('urgent')) {
       const m = src.next(now, 'urgent', Number.POSITIVE_INFINITY);
       if (!m) break;
-      this.path.urgent ??= new Flow(this.path.bulk.resources, this.path.bulk.cap);
-      this.enqueue(this.path.urgent, m);
+      this.sendUrgent(m);
     }
     const bulk = this.path.bulk;
     for (;;) {
@@ -285,6 +280,20 @@ export class SimMigration {
       this.source.sent(this.queue.now, bytes);
       this.queue.after(this.path.latencyMs, () => this.toDestination(msgs));
       this.pump();
+    });
+  }
+
+  /**
+   * The urgent lane: demand pages leave ahead of the bulk lane's queue (its own connection,
+   * never behind the socket buffer) and delay the bulk data by their size.
+   */
+  private sendUrgent(m: SourceMessage): void {
+    const bytes = messageBytes(m);
+    this.urgentBytes += bytes;
+    // one event: the bytes leave, cross the path and land
+    this.net.sendAhead(this.path.bulk, bytes, this.path.latencyMs, () => {
+      this.source.sent(this.queue.now, bytes);
+      this.toDestination(m);
     });
   }
 

@@ -77,6 +77,20 @@ export class Flow {
     this.items.push({ end: this.queued, onSent });
   }
 
+  /** Bytes that go out ahead of everything still queued (they delay it by their size). */
+  pushAhead(bytes: number): void {
+    this.queued += bytes;
+    for (let i = this.head; i < this.items.length; i++) this.items[i].end += bytes;
+  }
+
+  /** The rate this flow's path offers now: its share when sending, else its bottleneck. */
+  pathRate(): number {
+    if (this.active && this.rate > 0) return this.rate;
+    let rate = this.cap;
+    for (const r of this.resources) rate = Math.min(rate, r.capacity);
+    return rate;
+  }
+
   get empty(): boolean {
     return this.head === this.items.length;
   }
@@ -110,6 +124,23 @@ export class Network {
     flow.advance(this.queue.now);
     for (const r of flow.resources) r.flows.push(flow);
     this.rebalance(flow.resources);
+  }
+
+  /**
+   * Sends `bytes` on a priority lane beside `flow` (same path): they go out first at the
+   * path's rate and push what `flow` has queued back by their size. `onArrived` runs when
+   * they have crossed the path (`latencyMs` later). Small urgent messages cost no
+   * rebalancing this way.
+   */
+  sendAhead(flow: Flow, bytes: number, latencyMs: number, onArrived: () => void): void {
+    const now = this.queue.now;
+    const dt = bytes / flow.pathRate();
+    if (flow.active) {
+      flow.advance(now);
+      flow.pushAhead(bytes);
+      this.schedule(flow);
+    }
+    this.queue.at(now + dt + latencyMs, onArrived);
   }
 
   private complete(flow: Flow, version: number): void {
