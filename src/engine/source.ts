@@ -23,10 +23,12 @@ export interface DirtyLog {
   sync(now: number, into: PageSet): void;
 }
 
-export type SourcePhase = 'precopy' | 'stop-and-copy' | 'postcopy' | 'finished';
+export type SourcePhase = 'precopy' | 'stopping' | 'stop-and-copy' | 'postcopy' | 'finished';
 
 export type SourceEvent =
-  /** Pause the guest on the source: its last instruction there is at `at`. */
+  /** Stop the guest now, then call `guestStopped` (with its device state). */
+  | { type: 'stop-guest'; at: number }
+  /** The guest's last instruction on the source was at `at`. */
   | { type: 'guest-stopped'; at: number }
   /** The migration was abandoned after the guest stopped here: resume it here. */
   | { type: 'guest-continued'; at: number }
@@ -62,6 +64,9 @@ export class MigrationSource {
   private windowStart = -1;
   private windowBytes = 0;
   private completeSent = false;
+  /** What follows once the driver has stopped the guest. */
+  private afterStop: 'stop-and-copy' | 'postcopy' = 'stop-and-copy';
+  private deviceState: Uint8Array | undefined;
 
   constructor(
     readonly config: MigrationConfig,
@@ -89,7 +94,7 @@ export class MigrationSource {
     this.dirtyLog.sync(now, new PageSet(this.memory.pageCount));
     if (this.config.mode === 'postcopy') {
       this.stats.rounds = 0;
-      this.beginPostcopy(now);
+      this.requestStop(now, 'postcopy');
       return;
     }
     this.pending.addRange(0, this.memory.pageCount);
@@ -105,7 +110,7 @@ export class MigrationSource {
     if (lane === 'urgent') return this.config.postcopy.urgentLane && this.urgentQueue.length > 0;
     if (lane !== 'bulk') return false;
     if (this.control.length > 0) return true;
-    if (this.phase === 'finished' || this.completeSent) return false;
+    if (this.phase === 'finished' || this.phase === 'stopping' || this.completeSent) return false;
     return true; // precopy, stop-and-copy and postcopy always have a next step until complete
   }
 
@@ -123,7 +128,7 @@ export class MigrationSource {
     for (;;) {
       const ctl = this.control.shift();
       if (ctl) return ctl;
-      if (this.phase === 'finished' || this.completeSent) return null;
+      if (this.phase === 'finished' || this.phase === 'stopping' || this.completeSent) return null;
       // no urgent lane: demand pages go first here
       const urgent = this.config.postcopy.urgentLane ? undefined : this.urgentQueue.shift();
       if (urgent) return this.pagesMessage(now, urgent);
@@ -249,12 +254,12 @@ export class MigrationSource {
     if (dirty === 0) verdict = 'stop'; // nothing left to send: stopping costs nothing
     if (verdict === 'stop') {
       this.closeRound();
-      this.beginStopAndCopy(now);
+      this.requestStop(now, 'stop-and-copy');
       return false;
     }
     if (this.config.mode === 'hybrid' && this.hybridSwitchDue(dirty)) {
       this.closeRound();
-      this.beginPostcopy(now);
+      this.requestStop(now, 'postcopy');
       return false;
     }
     if (verdict === 'give-up') {
@@ -263,8 +268,7 @@ export class MigrationSource {
       if (what === 'abort') {
         this.control.push({ type: 'abort', reason: `precopy did not converge (${this.policy.name})` });
         this.finish(now, 'aborted', `precopy did not converge (${this.policy.name})`);
-      } else if (what === 'force') this.beginStopAndCopy(now);
-      else this.beginPostcopy(now);
+      } else this.requestStop(now, what === 'force' ? 'stop-and-copy' : 'postcopy');
       return false;
     }
     this.closeRound();
@@ -286,18 +290,28 @@ export class MigrationSource {
     return dirty >= this.previousSyncPages; // the dirty set stopped shrinking
   }
 
-  private stopGuest(now: number): void {
-    this.events.push({ type: 'guest-stopped', at: now });
-    this.dirtyLog.sync(now, this.pending); // final sync: nothing dirties after this
+  /** Asks the driver to stop the guest; nothing more is sent until it has. */
+  private requestStop(now: number, then: 'stop-and-copy' | 'postcopy'): void {
+    this.phase = 'stopping';
+    this.afterStop = then;
+    this.events.push({ type: 'stop-guest', at: now });
   }
 
-  private beginStopAndCopy(now: number): void {
-    this.stopGuest(now);
-    this.phase = 'stop-and-copy';
+  /**
+   * The driver stopped the guest (its last instruction ran at `now`): the final dirty-log
+   * sync happens here, after the last write. `deviceState` is the vCPU and device
+   * snapshot the destination resumes from.
+   */
+  guestStopped(now: number, deviceState?: Uint8Array): void {
+    if (this.phase !== 'stopping') throw new Error(`guestStopped in phase ${this.phase}`);
+    this.deviceState = deviceState;
+    this.events.push({ type: 'guest-stopped', at: now });
+    this.dirtyLog.sync(now, this.pending); // final sync: nothing dirties after this
+    if (this.afterStop === 'stop-and-copy') this.phase = 'stop-and-copy';
+    else this.beginPostcopy(now);
   }
 
   private beginPostcopy(now: number): void {
-    this.stopGuest(now);
     const n = this.memory.pageCount;
     const neverSent = new PageSet(n);
     neverSent.addRange(0, n);
@@ -314,9 +328,12 @@ export class MigrationSource {
   }
 
   private switchoverMessage(postcopy: boolean, discard: number[]): SourceMessage {
-    const bytes = this.config.deviceStateBytes;
+    const state = this.deviceState;
+    const bytes = state ? state.length : this.config.deviceStateBytes;
     this.stats.bytesSent += bytes;
-    return { type: 'switchover', postcopy, discard, deviceStateBytes: bytes };
+    return state
+      ? { type: 'switchover', postcopy, discard, deviceStateBytes: bytes, deviceState: state }
+      : { type: 'switchover', postcopy, discard, deviceStateBytes: bytes };
   }
 
   /** A remote fault reached the source: send the page now, prepage around it. */

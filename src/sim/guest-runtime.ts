@@ -289,7 +289,9 @@ export class GuestRuntime {
     const t = this.kernel.schedule(v);
     const now = this.queue.now;
     if (t < 0) {
-      this.setState(v, 'halted', now);
+      // work charged to this vCPU (the host's async-fault injection) still takes its time
+      if (delay > 0) this.setState(v, 'busy', now);
+      this.setState(v, 'halted', now + delay);
       return;
     }
     if (before !== t) {
@@ -342,8 +344,7 @@ export class GuestRuntime {
       }
       return;
     }
-    // consume everything up to the stop boundary
-    this.advance(task, plan.duration - EPS);
+    // the plan lasted exactly until the stop boundary: every touch before it is done
     this.passTo(task, plan.stopAt);
     if (plan.stopAt >= op.pages.length) {
       this.finishOp(v, t);

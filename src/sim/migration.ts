@@ -183,9 +183,13 @@ export class SimMigration {
 
   private sourceEvents(): void {
     for (const e of this.source.takeEvents()) {
-      if (e.type === 'guest-stopped') {
-        this.stoppedAt = e.at;
+      if (e.type === 'stop-guest') {
+        // the simulated guest stops at once; the engine then syncs and switches over
         this.vm.runtime?.pause();
+        this.source.guestStopped(this.queue.now);
+        this.queue.after(0, () => this.afterSource());
+      } else if (e.type === 'guest-stopped') {
+        this.stoppedAt = e.at;
         this.sample(true);
       } else if (e.type === 'guest-continued') this.vm.runtime?.resume(null);
       else if (e.type === 'postcopy-started') this.postcopyAt = e.at;

@@ -671,30 +671,34 @@ class Driver {
   /** Applies the source's events; true when the guest stopped (or the migration ended) here. */
   private drainSource(): boolean {
     let stopped = false;
-    for (const e of this.source.takeEvents()) {
-      this.report.sourceEvents.push({ ...e, step: this.step });
-      const at = { step: this.step, at: e.at };
-      if (e.type === 'guest-stopped') {
-        this.report.guestStopped.push(at);
-        if (this.where === 'source') this.where = 'nowhere';
-        this.closeRound();
-        this.roundsOpen = false;
-        stopped = true;
-      } else if (e.type === 'postcopy-started') {
-        this.report.postcopyStarted.push(at);
-      } else if (e.type === 'guest-continued') {
-        // the migration was abandoned after the stop: the guest runs on the source again
-        if (this.where === 'nowhere') this.where = 'source';
-      } else {
-        this.report.sourceOutcome ??= e.outcome;
-        this.report.reasons.push(`source: ${e.outcome}: ${e.reason}`);
-        if (this.roundsOpen) {
+    for (let events = this.source.takeEvents(); events.length > 0; events = this.source.takeEvents())
+      for (const e of events) {
+        this.report.sourceEvents.push({ ...e, step: this.step });
+        const at = { step: this.step, at: e.at };
+        if (e.type === 'stop-guest') {
+          // the driver stops the guest, then hands over: the engine syncs after the last write
+          this.source.guestStopped(this.now);
+        } else if (e.type === 'guest-stopped') {
+          this.report.guestStopped.push(at);
+          if (this.where === 'source') this.where = 'nowhere';
           this.closeRound();
           this.roundsOpen = false;
+          stopped = true;
+        } else if (e.type === 'postcopy-started') {
+          this.report.postcopyStarted.push(at);
+        } else if (e.type === 'guest-continued') {
+          // the migration was abandoned after the stop: the guest runs on the source again
+          if (this.where === 'nowhere') this.where = 'source';
+        } else {
+          this.report.sourceOutcome ??= e.outcome;
+          this.report.reasons.push(`source: ${e.outcome}: ${e.reason}`);
+          if (this.roundsOpen) {
+            this.closeRound();
+            this.roundsOpen = false;
+          }
+          stopped = true;
         }
-        stopped = true;
       }
-    }
     return stopped;
   }
 

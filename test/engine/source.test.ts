@@ -5,7 +5,12 @@ import { migrationConfig } from '../../src/engine/config.ts';
 import { MigrationDestination } from '../../src/engine/destination.ts';
 import type { PageBatch, SourceMessage } from '../../src/engine/messages.ts';
 import type { PageSet } from '../../src/engine/page-set.ts';
-import { type DirtyLog, type GuestMemory, MigrationSource } from '../../src/engine/source.ts';
+import {
+  type DirtyLog,
+  type GuestMemory,
+  MigrationSource,
+  type SourceEvent,
+} from '../../src/engine/source.ts';
 import {
   combine,
   deadline,
@@ -68,10 +73,20 @@ test('stop policies: each rule says stop, continue or give up on its own terms',
 /** Drives a source against a destination over one FIFO lane until neither has work. */
 function drive(src: MigrationSource, dst: MigrationDestination, budget = 64 * 4104) {
   const wire: SourceMessage[] = [];
+  const events: SourceEvent[] = [];
   let now = 0;
+  /** The driver's side of the stop: the guest stops when asked, then the engine goes on. */
+  const drain = () => {
+    for (let e = src.takeEvents(); e.length > 0; e = src.takeEvents())
+      for (const ev of e) {
+        events.push(ev);
+        if (ev.type === 'stop-guest') src.guestStopped(now);
+      }
+  };
   src.start(now);
   for (let step = 0; step < 100_000; step++) {
     now += 10;
+    drain();
     let moved = false;
     for (const lane of ['urgent', 'bulk'] as const) {
       if (!src.hasWork(lane)) continue;
@@ -83,10 +98,11 @@ function drive(src: MigrationSource, dst: MigrationDestination, budget = 64 * 41
       dst.receive(now + 5, m);
     }
     for (const m of dst.takeMessages()) src.receive(now + 5, m);
+    drain();
     if (!moved && src.phase === 'finished') break;
     if (!moved && !src.hasWork('bulk') && !src.hasWork('urgent')) break;
   }
-  return { wire, events: src.takeEvents(), destEvents: dst.takeEvents() };
+  return { wire, events, destEvents: dst.takeEvents() };
 }
 
 test('precopy: the first round sends every page, zero pages counted as such', () => {
@@ -104,7 +120,7 @@ test('precopy: the first round sends every page, zero pages counted as such', ()
   assert.equal(dst.present.size, 1000);
   assert.deepEqual(
     events.map((e) => e.type),
-    ['guest-stopped', 'finished'],
+    ['stop-guest', 'guest-stopped', 'finished'],
   );
 });
 
@@ -192,6 +208,9 @@ test('postcopy: a remote fault is answered on the urgent lane with its prepaging
   );
   const dst = new MigrationDestination(10_000);
   src.start(0);
+  assert.equal(src.phase, 'stopping', 'postcopy first stops the guest');
+  assert.equal(src.next(0, 'bulk', 1 << 20), null, 'nothing moves until the guest has stopped');
+  src.guestStopped(0);
   const sw = src.next(0, 'bulk', 1 << 20);
   assert.equal(sw?.type, 'switchover');
   dst.receive(1, sw!);
@@ -226,6 +245,7 @@ test('postcopy without an urgent lane: demand pages go first on the bulk lane', 
     scriptedLog(() => []),
   );
   src.start(0);
+  src.guestStopped(0);
   src.next(0, 'bulk', 1 << 20); // switchover
   src.next(0, 'bulk', 10 * 4104); // some background push
   src.receive(1, { type: 'demand', pfns: [900] });
@@ -264,10 +284,12 @@ test('a destination that aborts during stop-and-copy leaves the guest running on
   assert.equal(m?.type, 'pages');
   src.sent(200, 100 * 4104);
   m = src.next(200, 'bulk', 1 << 20);
+  assert.equal(src.phase, 'stopping');
+  src.guestStopped(200);
   assert.equal(src.phase, 'stop-and-copy');
   src.receive(201, { type: 'abort', reason: 'disk full' });
   const types = src.takeEvents().map((e) => e.type);
-  assert.deepEqual(types, ['guest-stopped', 'guest-continued', 'finished']);
+  assert.deepEqual(types, ['stop-guest', 'guest-stopped', 'guest-continued', 'finished']);
   assert.equal(src.outcome, 'aborted');
 });
 
