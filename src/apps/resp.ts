@@ -113,6 +113,11 @@ function isSpace(c: number): boolean {
   return c === 32 || (c >= 9 && c <= 13);
 }
 
+/** Ends an unquoted word (unlike isSpace, not \v or \f). */
+function isSeparator(c: number): boolean {
+  return c === 32 || c === 9 || c === 10 || c === 13;
+}
+
 function hexValue(c: number): number {
   if (c >= ZERO && c <= NINE) return c - ZERO;
   const l = c | 0x20;
@@ -122,18 +127,22 @@ function hexValue(c: number): number {
 /**
  * Splits an inline command line like Redis's sdssplitargs: whitespace-separated words,
  * "double quotes" with \n \r \t \b \a \\ \" \xHH escapes, 'single quotes' with \'. A
- * closing quote must be followed by whitespace or the end. Null on unbalanced quotes.
+ * closing quote must be followed by whitespace or the end; a NUL byte ends the line. Null
+ * on unbalanced quotes.
  */
 export function splitInlineArgs(buf: Uint8Array, from: number, to: number): Uint8Array[] | null {
   const args: Uint8Array[] = [];
+  // Redis splits a C string: a NUL byte ends the line.
+  const nul = buf.subarray(from, to).indexOf(0);
+  if (nul >= 0) to = from + nul;
   let p = from;
   for (;;) {
     while (p < to && isSpace(buf[p])) p++;
     if (p >= to) return args;
     // Fast path: a plain word without quotes.
     let q = p;
-    while (q < to && !isSpace(buf[q]) && buf[q] !== 34 && buf[q] !== 39 && buf[q] !== 0) q++;
-    if (q >= to || isSpace(buf[q]) || buf[q] === 0) {
+    while (q < to && !isSeparator(buf[q]) && buf[q] !== 34 && buf[q] !== 39) q++;
+    if (q >= to || isSeparator(buf[q])) {
       args.push(buf.slice(p, q));
       p = q;
       continue;
@@ -148,7 +157,13 @@ export function splitInlineArgs(buf: Uint8Array, from: number, to: number): Uint
       const c = p < to ? buf[p] : -1;
       if (inDouble) {
         if (c === -1) return null;
-        if (c === 92 && p + 3 < to && buf[p + 1] === 120 && hexValue(buf[p + 2]) >= 0 && hexValue(buf[p + 3]) >= 0) {
+        if (
+          c === 92 &&
+          p + 3 < to &&
+          buf[p + 1] === 120 &&
+          hexValue(buf[p + 2]) >= 0 &&
+          hexValue(buf[p + 3]) >= 0
+        ) {
           out.push(hexValue(buf[p + 2]) * 16 + hexValue(buf[p + 3]));
           p += 3;
         } else if (c === 92 && p + 1 < to) {
@@ -168,7 +183,7 @@ export function splitInlineArgs(buf: Uint8Array, from: number, to: number): Uint
           if (p + 1 < to && !isSpace(buf[p + 1])) return null;
           done = true;
         } else out.push(c);
-      } else if (c === -1 || c === 32 || c === 10 || c === 13 || c === 9 || c === 0) {
+      } else if (c === -1 || isSeparator(c)) {
         done = true;
       } else if (c === 34) inDouble = true;
       else if (c === 39) inSingle = true;
@@ -203,7 +218,11 @@ export class RespParser {
   constructor(options: RespParserOptions = {}) {
     this.maxBulkLength = positiveLimit('maxBulkLength', options.maxBulkLength, DEFAULT_MAX_BULK_LENGTH);
     this.maxArrayLength = positiveLimit('maxArrayLength', options.maxArrayLength, DEFAULT_MAX_ARRAY_LENGTH);
-    this.maxInlineLength = positiveLimit('maxInlineLength', options.maxInlineLength, DEFAULT_MAX_INLINE_LENGTH);
+    this.maxInlineLength = positiveLimit(
+      'maxInlineLength',
+      options.maxInlineLength,
+      DEFAULT_MAX_INLINE_LENGTH,
+    );
     this.buf = new Uint8Array(INITIAL_CAPACITY);
   }
 
@@ -290,18 +309,22 @@ export class RespParser {
 
   /**
    * Finds the CRLF ending the header line that starts at `this.pos`: the index of its CR,
-   * NEED_MORE-as-negative (-1) while incomplete, or a protocol error.
+   * -1 while incomplete, or a protocol error.
    */
   private headerLineEnd(what: 'mbulk' | 'bulk'): number | RespProtocolError {
     const buf = this.buf;
     let i = Math.max(this.scan, this.pos + 1);
     while (i < this.end && buf[i] !== CR) i++;
     if (i < this.end) {
+      // The same limit whether or not the line end has arrived, so chunking never matters.
+      if (i - this.pos > this.maxInlineLength)
+        return protocolError('too-big-count', `too big ${what} count string`);
       if (i + 1 >= this.end) {
         this.scan = i;
         return -1;
       }
-      if (buf[i + 1] !== LF) return protocolError('missing-crlf', `expected '\\n' after '\\r', got '${showByte(buf[i + 1])}'`);
+      if (buf[i + 1] !== LF)
+        return protocolError('missing-crlf', `expected '\\n' after '\\r', got '${showByte(buf[i + 1])}'`);
       return i;
     }
     this.scan = i;
@@ -354,7 +377,8 @@ export class RespParser {
           if (typeof cr !== 'number') return cr;
           if (cr < 0) return null;
           const n = parseDecimal(buf, this.pos + 1, cr);
-          if (!(n >= 0 && n <= this.maxBulkLength)) return protocolError('invalid-bulk-length', 'invalid bulk length');
+          if (!(n >= 0 && n <= this.maxBulkLength))
+            return protocolError('invalid-bulk-length', 'invalid bulk length');
           this.pos = cr + 2;
           this.scan = this.pos;
           this.bulkLen = n;
@@ -380,9 +404,11 @@ export class RespParser {
     while (i < this.end && buf[i] !== LF) i++;
     if (i >= this.end) {
       this.scan = i;
-      if (this.end - this.pos > this.maxInlineLength) return protocolError('too-big-inline', 'too big inline request');
+      if (this.end - this.pos > this.maxInlineLength)
+        return protocolError('too-big-inline', 'too big inline request');
       return NEED_MORE;
     }
+    if (i - this.pos > this.maxInlineLength) return protocolError('too-big-inline', 'too big inline request');
     const lineEnd = i > this.pos && buf[i - 1] === CR ? i - 1 : i;
     const args = splitInlineArgs(buf, this.pos, lineEnd);
     if (args === null) return protocolError('unbalanced-quotes', 'unbalanced quotes in request');
@@ -579,7 +605,10 @@ export class RespReplyParser {
   private lineEnd(from: number): number {
     for (let i = from; i + 1 < this.end; i++) {
       if (this.buf[i] === CR) {
-        if (this.buf[i + 1] !== LF) throw new ReplyFailure(protocolError('missing-crlf', "expected '\\n' after '\\r'"));
+        if (i - from > DEFAULT_MAX_INLINE_LENGTH)
+          throw new ReplyFailure(protocolError('too-big-inline', 'reply line too long'));
+        if (this.buf[i + 1] !== LF)
+          throw new ReplyFailure(protocolError('missing-crlf', "expected '\\n' after '\\r'"));
         return i;
       }
     }
@@ -618,7 +647,9 @@ export class RespReplyParser {
           return null;
         }
         if (this.buf[from + n] !== CR || this.buf[from + n + 1] !== LF)
-          throw new ReplyFailure(protocolError('missing-crlf', `expected CRLF after a bulk string of ${n} bytes`));
+          throw new ReplyFailure(
+            protocolError('missing-crlf', `expected CRLF after a bulk string of ${n} bytes`),
+          );
         return [{ type: 'bulk', value: this.buf.slice(from, from + n) }, from + n + 2];
       }
       case STAR: {

@@ -4,6 +4,7 @@ import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { ScenarioError } from '../sim/scenario.ts';
 import { demoCommand } from './demo.ts';
 import { UsageError } from './errors.ts';
+import { hostCommand, migrateCommand, vmCreateCommand, vmListCommand, vmStopCommand } from './hosts.ts';
 import { reportCommand } from './report.ts';
 import { simCommand } from './sim.ts';
 import { validateCommand } from './validate.ts';
@@ -84,6 +85,62 @@ program
   .argument('<report>', 'report JSON written by sim, demo or migrate')
   .requiredOption('-o, --output <file>', 'HTML file to write')
   .action(reportCommand);
+
+const DEFAULT_HOST = process.env.FERRY_HOST ?? 'http://127.0.0.1:7001';
+const parseNumber = (what: string) => (v: string) => {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`${what} must be a number ≥ 0`);
+  return n;
+};
+
+program
+  .command('host')
+  .description('run a host: VMs, the control API and migrations to and from other hosts')
+  .requiredOption('--listen <addr:port>', 'control API address, e.g. 127.0.0.1:7001')
+  .requiredOption('--id <name>', "this host's name")
+  .option('--secret-file <file>', 'the secret shared by all hosts (hex or raw, ≥ 16 bytes)')
+  .option('--lanes-port <port>', 'TCP port for migration lanes (default: any free port)', parseCount, 0)
+  .action(hostCommand);
+
+const vm = program.command('vm').description('create, list and stop VMs on a host');
+vm.command('create')
+  .description('start a VM running an app')
+  .argument('<name>', 'VM name')
+  .option('--host <url>', 'control API of the host', DEFAULT_HOST)
+  .option('--secret-file <file>', "the hosts' shared secret")
+  .option('--ram <MiB>', 'guest RAM in MiB', parseCount, 64)
+  .option('--vcpus <n>', 'vCPUs', parseCount, 1)
+  .option('--app <kind>', 'kv | memtouch', 'kv')
+  .option('--servers <n>', 'server tasks per vCPU', parseCount, 8)
+  .action(vmCreateCommand);
+vm.command('list')
+  .description('list the VMs on a host')
+  .option('--host <url>', 'control API of the host', DEFAULT_HOST)
+  .option('--secret-file <file>', "the hosts' shared secret")
+  .option('--json', 'print JSON')
+  .action(vmListCommand);
+vm.command('stop')
+  .description('stop a VM and free its memory')
+  .argument('<name>', 'VM name')
+  .option('--host <url>', 'control API of the host', DEFAULT_HOST)
+  .option('--secret-file <file>', "the hosts' shared secret")
+  .action(vmStopCommand);
+
+program
+  .command('migrate')
+  .description('move a running VM to another host, with progress and a summary')
+  .argument('<vm>', 'VM name')
+  .requiredOption('--to <url>', 'control API of the destination host')
+  .option('--host <url>', 'control API of the host the VM runs on', DEFAULT_HOST)
+  .option('--secret-file <file>', "the hosts' shared secret")
+  .option('--mode <mode>', 'precopy | postcopy | hybrid', 'postcopy')
+  .option('--cooperative', 'remote faults park only the faulting task (default)')
+  .option('--blocking', 'remote faults stall the whole vCPU')
+  .option('--downtime-limit <ms>', 'precopy stop rule', parseNumber('--downtime-limit'), 300)
+  .option('--max-bandwidth <Mbps>', 'cap on the page rate', parseNumber('--max-bandwidth'))
+  .option('--prepage <n>', 'pages sent after each faulted page', parseNumber('--prepage'), 7)
+  .option('--json <file>', 'write the report as JSON')
+  .action(migrateCommand);
 
 try {
   await program.parseAsync(process.argv);

@@ -53,3 +53,19 @@ export function percentiles(values: number[]): Percentiles {
     values[Math.min(values.length - 1, Math.max(0, Math.ceil(q * values.length) - 1))];
   return { p50: at(0.5), p90: at(0.9), p99: at(0.99), max: values[values.length - 1] };
 }
+
+/** Counts per power-of-two bucket: [upper bound µs, count], from 16 µs up. */
+export function histogram(valuesUs: number[]): [number, number][] {
+  if (valuesUs.length === 0) return [];
+  const counts = new Map<number, number>();
+  let top = 16;
+  for (const v of valuesUs) {
+    let b = 16;
+    while (b < v) b *= 2;
+    counts.set(b, (counts.get(b) ?? 0) + 1);
+    if (b > top) top = b;
+  }
+  const out: [number, number][] = [];
+  for (let b = 16; b <= top; b *= 2) out.push([b, counts.get(b) ?? 0]);
+  return out;
+}

@@ -65,6 +65,8 @@ const MAX_LANE_NAME = 16;
 const MIN_HELLO_REST = 4 + NONCE_BYTES + 1 + 1 + 1 + 1;
 const MAX_HELLO_REST = 4 + NONCE_BYTES + 1 + MAX_LANE_NAME + 1 + MAX_MIGRATION_ID_BYTES;
 const MAX_ERROR_TEXT = 512;
+/** Unread bytes an unauthenticated peer may queue before it is refused. */
+const MAX_HANDSHAKE_BUFFER = 1024 * 1024;
 /** How long a closing connection may take to flush before it is destroyed. */
 const CLOSE_GRACE_MS = 5000;
 
@@ -272,6 +274,11 @@ class Inbox {
   #onData = (chunk: Buffer) => {
     this.#chunks.push(chunk);
     this.#have += chunk.length;
+    if (this.#have > MAX_HANDSHAKE_BUFFER) {
+      this.fail(
+        new TransportError('protocol', `peer sent ${this.#have} bytes the handshake did not ask for`),
+      );
+    }
     this.#settle();
   };
 
@@ -360,7 +367,9 @@ function watch(socket: net.Socket, inbox: Inbox, timeoutMs: number, stage: () =>
       ),
     );
   const onError = (err: Error) =>
-    inbox.fail(new TransportError('closed', `connection failed during the handshake: ${err.message}`, { cause: err }));
+    inbox.fail(
+      new TransportError('closed', `connection failed during the handshake: ${err.message}`, { cause: err }),
+    );
   const timer = setTimeout(
     () => inbox.fail(new TransportError('timeout', `handshake timed out after ${timeoutMs} ms (${stage()})`)),
     timeoutMs,
@@ -390,7 +399,11 @@ async function serverHandshake(
   for (let i = 0; i < MAGIC.length; i++) {
     const b = await inbox.u8();
     if (b !== MAGIC[i]) {
-      const seen = Buffer.concat([Buffer.from(MAGIC.subarray(0, i)), Buffer.of(b), inbox.peek(MAGIC.length - i - 1)]);
+      const seen = Buffer.concat([
+        Buffer.from(MAGIC.subarray(0, i)),
+        Buffer.of(b),
+        inbox.peek(MAGIC.length - i - 1),
+      ]);
       throw new TransportError(
         'magic',
         `not a ferry client: wrong magic bytes ${seen.toString('hex')} (expected ${Buffer.from(MAGIC).toString('hex')})`,
@@ -419,7 +432,8 @@ async function serverHandshake(
   }
   const laneName = rest.subarray(at, at + laneLen).toString('latin1');
   at += laneLen;
-  if (!isLane(laneName)) throw new TransportError('protocol', `hello: unknown lane ${JSON.stringify(laneName)}`);
+  if (!isLane(laneName))
+    throw new TransportError('protocol', `hello: unknown lane ${JSON.stringify(laneName)}`);
   const idLen = rest[at++];
   if (idLen === 0 || idLen > MAX_MIGRATION_ID_BYTES || at + idLen !== n) {
     throw new TransportError('protocol', `hello: migration id length ${idLen} does not fit the hello`);
@@ -487,13 +501,22 @@ export function listenLanes(opts: ListenOptions): Promise<Listener> {
       (hello) => {
         unwatch();
         if (hello.lane === 'bulk') socket.setNoDelay(false);
-        const lane = new TcpLane(socket, hello.lane, hello.migrationId, hello.capabilities, remote, inbox.detach());
+        const lane = new TcpLane(
+          socket,
+          hello.lane,
+          hello.migrationId,
+          hello.capabilities,
+          remote,
+          inbox.detach(),
+        );
         lanes.add(lane);
         lane.onClose(() => lanes.delete(lane));
         try {
           opts.onLane(lane, hello);
         } catch (e) {
-          lane.fail(new TransportError('handler', `onLane threw: ${(e as Error)?.message ?? e}`, { cause: e }));
+          lane.fail(
+            new TransportError('handler', `onLane threw: ${(e as Error)?.message ?? e}`, { cause: e }),
+          );
         }
       },
       (e: unknown) => {
@@ -514,6 +537,7 @@ export function listenLanes(opts: ListenOptions): Promise<Listener> {
     server.once('error', reject);
     server.listen(opts.port, opts.host, () => {
       server.off('error', reject);
+      server.on('error', (e) => opts.log(`listener on ${opts.host}:${opts.port}: ${e.message}`));
       const { port } = server.address() as net.AddressInfo;
       let closing: Promise<void> | undefined;
       resolve({
@@ -541,7 +565,9 @@ export async function connectLane(opts: ConnectOptions): Promise<LaneConnection>
   if (!isLane(opts.lane)) throw new RangeError(`unknown lane ${JSON.stringify(opts.lane)}`);
   const id = Buffer.from(opts.migrationId, 'utf8');
   if (id.length === 0 || id.length > MAX_MIGRATION_ID_BYTES) {
-    throw new RangeError(`migration id must be 1..${MAX_MIGRATION_ID_BYTES} bytes of UTF-8, got ${id.length}`);
+    throw new RangeError(
+      `migration id must be 1..${MAX_MIGRATION_ID_BYTES} bytes of UTF-8, got ${id.length}`,
+    );
   }
   const timeoutMs = opts.timeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
   const where = `${opts.host}:${opts.port}`;
@@ -557,7 +583,9 @@ export async function connectLane(opts: ConnectOptions): Promise<LaneConnection>
   let stage = 'connecting';
   const unwatch = watch(socket, inbox, timeoutMs, () => stage);
   const prefix = (e: TransportError) =>
-    e.fromPeer ? e : new TransportError(e.code, `${opts.lane} lane to ${where}: ${e.message}`, { cause: e.cause });
+    e.fromPeer
+      ? e
+      : new TransportError(e.code, `${opts.lane} lane to ${where}: ${e.message}`, { cause: e.cause });
   try {
     await Promise.race([new Promise((resolve) => socket.once('connect', resolve)), inbox.failed]);
   } catch (e) {
@@ -600,7 +628,9 @@ export async function connectLane(opts: ConnectOptions): Promise<LaneConnection>
       lane: opts.lane,
       migrationId: opts.migrationId,
     };
-    socket.write(Buffer.concat([Buffer.of(0), proof(opts.secret, 'ferry-client', serverNonce, clientNonce, t)]));
+    socket.write(
+      Buffer.concat([Buffer.of(0), proof(opts.secret, 'ferry-client', serverNonce, clientNonce, t)]),
+    );
     stage = 'waiting for the server proof';
     const status2 = await inbox.u8();
     if (status2 !== 0) throw await readErrorRecord(inbox, status2, `${where} refused the ${opts.lane} lane`);
@@ -745,7 +775,9 @@ class TcpLane implements LaneConnection {
     try {
       result = this.#decoder.push(chunk);
     } catch (e) {
-      return this.fail(new TransportError('codec', `${this.#where}: ${(e as Error)?.message ?? e}`, { cause: e }));
+      return this.fail(
+        new TransportError('codec', `${this.#where}: ${(e as Error)?.message ?? e}`, { cause: e }),
+      );
     }
     for (const f of result.frames) {
       if (this.#messageHandlers.length === 0 || this.#held.length > 0) {
@@ -754,7 +786,9 @@ class TcpLane implements LaneConnection {
       } else if (!this.#deliver(f.message, f.seq)) return;
     }
     if (result.error) {
-      this.fail(new TransportError('codec', `${this.#where}: ${describe(result.error)}`, { cause: result.error }));
+      this.fail(
+        new TransportError('codec', `${this.#where}: ${describe(result.error)}`, { cause: result.error }),
+      );
     }
   }
 
@@ -766,9 +800,13 @@ class TcpLane implements LaneConnection {
         cb(msg, seq);
       } catch (e) {
         this.fail(
-          new TransportError('handler', `${this.#where}: message handler threw: ${(e as Error)?.message ?? e}`, {
-            cause: e,
-          }),
+          new TransportError(
+            'handler',
+            `${this.#where}: message handler threw: ${(e as Error)?.message ?? e}`,
+            {
+              cause: e,
+            },
+          ),
         );
         return false;
       }
@@ -780,7 +818,12 @@ class TcpLane implements LaneConnection {
     if (this.#state !== 'open') return;
     const pending = this.#decoder.pendingBytes;
     if (pending > 0) {
-      this.fail(new TransportError('closed', `${this.#where}: peer closed the connection ${pending} bytes into a frame`));
+      this.fail(
+        new TransportError(
+          'closed',
+          `${this.#where}: peer closed the connection ${pending} bytes into a frame`,
+        ),
+      );
     }
   }
 

@@ -5,7 +5,7 @@ import { batchBytes, type MigrationConfig, migrationConfig } from '../engine/con
 import { MigrationDestination } from '../engine/destination.ts';
 import type { DestinationMessage, SourceMessage } from '../engine/messages.ts';
 import { MigrationSource } from '../engine/source.ts';
-import { type Outcome, percentiles } from '../engine/stats.ts';
+import { histogram, type Outcome, percentiles } from '../engine/stats.ts';
 import type { MigrationReport } from '../report/schema.ts';
 import type { EventQueue } from './event-queue.ts';
 import { type GuestHooks, SequentialAccessGuest } from './guest.ts';
@@ -353,20 +353,4 @@ export class SimMigration {
       faultLatencyHistogram: histogram(d.faultLatencyUs),
     };
   }
-}
-
-/** Counts per power-of-two bucket: [upper bound µs, count], from 16 µs up. */
-export function histogram(valuesUs: number[]): [number, number][] {
-  if (valuesUs.length === 0) return [];
-  const counts = new Map<number, number>();
-  let top = 16;
-  for (const v of valuesUs) {
-    let b = 16;
-    while (b < v) b *= 2;
-    counts.set(b, (counts.get(b) ?? 0) + 1);
-    if (b > top) top = b;
-  }
-  const out: [number, number][] = [];
-  for (let b = 16; b <= top; b *= 2) out.push([b, counts.get(b) ?? 0]);
-  return out;
 }

@@ -1,0 +1,49 @@
+// The guest apps a VM can run, as vCPU workers open them (`openApp`) and as a new VM's
+// host lays out their state in guest RAM once (`formatApp`).
+
+import type { GuestAccess } from '../guest/access.ts';
+import type { GuestApp } from '../guest/vcpu-protocol.ts';
+import { KvStore } from './kv.ts';
+import { MEMTOUCH_OPTIONS, Memtouch, type MemtouchOptions } from './memtouch.ts';
+
+export const APP_KINDS = ['kv', 'memtouch'] as const;
+export type AppKind = (typeof APP_KINDS)[number];
+
+/** This module's URL: vCPU workers import it to open the app. */
+export const APP_MODULE = import.meta.url;
+
+function memtouchOptions(options: Record<string, unknown>): MemtouchOptions {
+  return { ...MEMTOUCH_OPTIONS, ...(options as Partial<MemtouchOptions>) };
+}
+
+export function formatApp(kind: string, options: Record<string, unknown>, mem: GuestAccess): void {
+  if (kind === 'kv') KvStore.format(mem);
+  else if (kind === 'memtouch') Memtouch.format(mem, memtouchOptions(options));
+  else throw new Error(`unknown app '${kind}' (known: ${APP_KINDS.join(', ')})`);
+}
+
+/**
+ * Opens the app on first use, from inside a task: on a destination its header page may not
+ * have arrived yet, and only a task may take the fault.
+ */
+export function openApp(kind: string, options: Record<string, unknown>, mem: GuestAccess): GuestApp {
+  if (kind === 'kv') {
+    let kv: KvStore | undefined;
+    return {
+      execute: (args) => {
+        kv ??= KvStore.open(mem);
+        return kv.execute(args);
+      },
+    };
+  }
+  if (kind === 'memtouch') {
+    let job: Memtouch | undefined;
+    return {
+      step: () => {
+        job ??= Memtouch.open(mem, memtouchOptions(options));
+        return job.step();
+      },
+    };
+  }
+  throw new Error(`unknown app '${kind}' (known: ${APP_KINDS.join(', ')})`);
+}

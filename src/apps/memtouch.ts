@@ -1,0 +1,71 @@
+// `memtouch`: a batch job that writes its working set at a set rate, in steps. Its
+// progress (pages written, the cursor) lives in guest RAM, so the job carries on where it
+// was after a migration; each page it writes holds the step number, so a page lost or
+// stale in a migration shows.
+
+import type { GuestAccess } from '../guest/access.ts';
+
+const MAGIC = 0x4d54434b; // "MTCK"
+const HEADER = 4096; // one page: magic, cursor, steps, pages written
+const PAGE = 4096;
+
+export interface MemtouchOptions {
+  /** MB/s written. */
+  rateMBps: number;
+  /** Bytes written over, after the header page. */
+  workingSetBytes: number;
+  /** Pages per step. */
+  pagesPerStep: number;
+}
+
+export const MEMTOUCH_OPTIONS: MemtouchOptions = {
+  rateMBps: 50,
+  workingSetBytes: 16 * 2 ** 20,
+  pagesPerStep: 16,
+};
+
+export class Memtouch {
+  private readonly pages: number;
+  private readonly stamp = new Uint8Array(PAGE);
+
+  private constructor(
+    private readonly mem: GuestAccess,
+    readonly options: MemtouchOptions,
+  ) {
+    this.pages = Math.max(1, Math.floor(Math.min(options.workingSetBytes, mem.size - HEADER) / PAGE));
+  }
+
+  static format(mem: GuestAccess, options: MemtouchOptions): Memtouch {
+    mem.writeU32(0, MAGIC);
+    for (let i = 4; i < 16; i += 4) mem.writeU32(i, 0);
+    return new Memtouch(mem, options);
+  }
+
+  static open(mem: GuestAccess, options: MemtouchOptions): Memtouch {
+    if (mem.readU32(0) !== MAGIC) throw new Error('not a memtouch region (bad magic)');
+    return new Memtouch(mem, options);
+  }
+
+  /** Writes the next pages; returns ms until the next step keeps the rate. */
+  step(): number {
+    const cursor = this.mem.readU32(4);
+    const steps = this.mem.readU32(8) + 1;
+    const view = new DataView(this.stamp.buffer);
+    const n = this.options.pagesPerStep;
+    for (let i = 0; i < n; i++) {
+      const page = (cursor + i) % this.pages;
+      view.setUint32(0, steps, true);
+      view.setUint32(4, page, true);
+      this.mem.write(HEADER + page * PAGE, this.stamp);
+    }
+    this.mem.writeU32(4, (cursor + n) % this.pages);
+    this.mem.writeU32(8, steps);
+    this.mem.writeU32(12, this.mem.readU32(12) + n);
+    return (n * PAGE) / (this.options.rateMBps * 1000);
+  }
+
+  /** Steps done and pages written so far (read from guest RAM). */
+  progress(): { steps: number; pagesWritten: number } {
+    return { steps: this.mem.readU32(8), pagesWritten: this.mem.readU32(12) };
+  }
+}

@@ -1,0 +1,306 @@
+// A real VM as its host holds it: guest RAM, one worker thread per vCPU, and the devices
+// between the guest and the outside: the request queue the guest serves and the path by
+// which remote faults leave the guest and pages come back.
+
+import { Worker } from 'node:worker_threads';
+import { PAGE_SIZE } from '../engine/messages.ts';
+import type { GuestRam } from './ram.ts';
+import {
+  type AppConfig,
+  CONTROL_ABORT,
+  CONTROL_PAUSE,
+  CONTROL_WORDS,
+  type FromVcpu,
+  type Request,
+  type ToVcpu,
+  type VcpuStats,
+} from './vcpu-protocol.ts';
+
+export interface MachineSpec {
+  ramBytes: number;
+  vcpus: number;
+  app: AppConfig;
+  /** Server tasks per vCPU (how many requests a vCPU can have in progress). */
+  servers: number;
+  /** Whether the app has a long job (memtouch) running on vCPU 0. */
+  job: boolean;
+  faultLimit: number;
+}
+
+/** What moves with the VM at the switchover besides its RAM. */
+export interface DeviceState {
+  spec: MachineSpec;
+  /** Requests taken from clients and not yet answered; they run again on the destination. */
+  pending: Request[];
+  nextRequestId: number;
+  /** Checksum of guest RAM when the guest stopped on the source (see host/pages.ts). */
+  ramHash?: string;
+}
+
+/** The first pages of guest RAM belong to the guest kernel (one staging page per vCPU). */
+export function kernelPages(vcpus: number): number {
+  return vcpus;
+}
+
+const WORKER_URL = new URL('./vcpu-worker.mjs', import.meta.url);
+
+export class GuestMachine {
+  readonly control: Int32Array;
+  private readonly workers: Worker[] = [];
+  private readonly replies = new Map<
+    number,
+    { resolve: (b: Uint8Array) => void; reject: (e: Error) => void }
+  >();
+  private nextId = 1;
+  private rr = 0;
+  private pausing: ((r: { vcpu: number; pending: Request[]; stats: VcpuStats }) => void) | null = null;
+  private statsWaiter: ((r: { vcpu: number; stats: VcpuStats }) => void) | null = null;
+  /** Faults parked under tokens, by page: the vCPUs to tell "page ready". */
+  private readonly tokens = new Map<number, { vcpu: number; token: number }[]>();
+  /** A vCPU touched a page that is not here: the migration must fetch it. */
+  onFault: (pfn: number) => void = () => {};
+  onError: (message: string) => void = () => {};
+  readonly stats: VcpuStats = { asyncFaults: 0, syncFaults: 0, blockedMs: 0, ops: 0 };
+  running = false;
+
+  private constructor(
+    readonly spec: MachineSpec,
+    readonly ram: GuestRam,
+    private cooperative: boolean,
+  ) {
+    this.control = new Int32Array(new SharedArrayBuffer(CONTROL_WORDS * 4));
+  }
+
+  /**
+   * Boots the vCPUs on `ram`. A new VM has all its pages; an incoming one starts with
+   * whatever the migration installed (missing pages fault).
+   */
+  static async boot(
+    spec: MachineSpec,
+    ram: GuestRam,
+    opts: { cooperative: boolean; paused?: boolean },
+  ): Promise<GuestMachine> {
+    const m = new GuestMachine(spec, ram, opts.cooperative);
+    // an incoming VM's vCPUs start ahead of the switchover, held until `resume`
+    if (opts.paused) Atomics.store(m.control, CONTROL_PAUSE, 1);
+    await Promise.all(Array.from({ length: spec.vcpus }, (_, v) => m.startVcpu(v, [])));
+    m.running = !opts.paused;
+    return m;
+  }
+
+  /** How remote faults are taken from now on. */
+  setCooperative(on: boolean): void {
+    this.cooperative = on;
+  }
+
+  private startVcpu(v: number, pending: Request[]): Promise<void> {
+    const w = new Worker(WORKER_URL);
+    this.workers[v] = w;
+    return new Promise((resolve, reject) => {
+      w.on('message', (msg: FromVcpu) => {
+        if (msg.type === 'started') resolve();
+        else this.fromVcpu(msg);
+      });
+      w.on('error', (e) => {
+        reject(e);
+        this.onError(`vCPU ${v} died: ${e.message}`);
+      });
+      const start: ToVcpu = {
+        type: 'start',
+        vcpu: v,
+        ram: this.ram.buffers,
+        control: this.control.buffer as SharedArrayBuffer,
+        app: this.spec.app,
+        cooperative: this.cooperative,
+        faultLimit: this.spec.faultLimit,
+        servers: this.spec.servers,
+        runJob: this.spec.job && v === 0,
+        kernelPage: v,
+        pending,
+      };
+      w.postMessage(start);
+    });
+  }
+
+  private fromVcpu(msg: FromVcpu): void {
+    switch (msg.type) {
+      case 'reply': {
+        const r = this.replies.get(msg.id);
+        this.replies.delete(msg.id);
+        r?.resolve(msg.bytes);
+        return;
+      }
+      case 'fault':
+        if (msg.token > 0) {
+          if (this.ram.isPresent(msg.pfn))
+            this.workers[msg.vcpu].postMessage({ type: 'ready', token: msg.token });
+          else {
+            const list = this.tokens.get(msg.pfn) ?? [];
+            list.push({ vcpu: msg.vcpu, token: msg.token });
+            this.tokens.set(msg.pfn, list);
+          }
+        }
+        if (!this.ram.isPresent(msg.pfn)) this.onFault(msg.pfn);
+        return;
+      case 'paused':
+        this.pausing?.(msg);
+        return;
+      case 'error':
+        this.onError(`vCPU ${msg.vcpu}: ${msg.message}`);
+        return;
+      case 'stats':
+        this.statsWaiter?.(msg);
+        return;
+      case 'started':
+        return;
+    }
+  }
+
+  /** The vCPUs' fault and blocking counters, summed. */
+  async collectStats(): Promise<VcpuStats> {
+    const sum: VcpuStats = { asyncFaults: 0, syncFaults: 0, blockedMs: 0, ops: 0 };
+    await new Promise<void>((resolve) => {
+      let n = 0;
+      this.statsWaiter = (r) => {
+        sum.asyncFaults += r.stats.asyncFaults;
+        sum.syncFaults += r.stats.syncFaults;
+        sum.blockedMs += r.stats.blockedMs;
+        sum.ops += r.stats.ops;
+        if (++n === this.workers.length) resolve();
+      };
+      for (const w of this.workers) w.postMessage({ type: 'stats' } satisfies ToVcpu);
+    });
+    this.statsWaiter = null;
+    return sum;
+  }
+
+  /** Pages landed (already installed in RAM and marked present): wake what waited. */
+  pagesArrived(runs: number[]): void {
+    if (this.tokens.size === 0) return;
+    let span = 0;
+    for (let i = 1; i < runs.length; i += 2) span += runs[i];
+    const wake = (pfn: number) => {
+      const list = this.tokens.get(pfn);
+      if (!list) return;
+      this.tokens.delete(pfn);
+      for (const t of list)
+        this.workers[t.vcpu].postMessage({ type: 'ready', token: t.token } satisfies ToVcpu);
+    };
+    if (span <= this.tokens.size) {
+      for (let i = 0; i < runs.length; i += 2) for (let p = runs[i]; p < runs[i] + runs[i + 1]; p++) wake(p);
+    } else {
+      for (const pfn of [...this.tokens.keys()])
+        for (let i = 0; i < runs.length; i += 2)
+          if (pfn >= runs[i] && pfn < runs[i] + runs[i + 1]) {
+            wake(pfn);
+            break;
+          }
+    }
+  }
+
+  /** Serves one request (the guest's "NIC"): resolves with the reply bytes. */
+  execute(args: Uint8Array[]): Promise<Uint8Array> {
+    if (!this.running) return Promise.reject(new Error('the VM is not running here'));
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.replies.set(id, { resolve, reject });
+      const v = this.rr++ % this.workers.length;
+      this.workers[v].postMessage({ type: 'request', req: { id, args } } satisfies ToVcpu);
+    });
+  }
+
+  /**
+   * Stops the guest at a task boundary on every vCPU and returns what must move with it.
+   * Requests in progress are handed back (they run again wherever the guest resumes).
+   */
+  async pause(): Promise<DeviceState> {
+    Atomics.store(this.control, CONTROL_PAUSE, 1);
+    const pending: Request[] = [];
+    const replies = await new Promise<{ pending: Request[]; stats: VcpuStats }[]>((resolve) => {
+      const got: { pending: Request[]; stats: VcpuStats }[] = [];
+      this.pausing = (r) => {
+        got.push(r);
+        if (got.length === this.workers.length) resolve(got);
+      };
+      for (const w of this.workers) w.postMessage({ type: 'pause' } satisfies ToVcpu);
+    });
+    for (const r of replies) {
+      pending.push(...r.pending);
+      this.stats.asyncFaults += r.stats.asyncFaults;
+      this.stats.syncFaults += r.stats.syncFaults;
+      this.stats.blockedMs += r.stats.blockedMs;
+      this.stats.ops += r.stats.ops;
+    }
+    this.pausing = null;
+    this.running = false;
+    return { spec: this.spec, pending: pending.sort((a, b) => a.id - b.id), nextRequestId: this.nextId };
+  }
+
+  /**
+   * Runs the guest (again) here from `state`: after a migration was abandoned at the stop,
+   * or on the destination at the switchover.
+   */
+  resume(state: DeviceState): void {
+    this.nextId = Math.max(this.nextId, state.nextRequestId);
+    Atomics.store(this.control, CONTROL_PAUSE, 0);
+    this.running = true;
+    this.workers.forEach((w, v) => {
+      w.postMessage({
+        type: 'resume',
+        cooperative: this.cooperative,
+        pending: state.pending.filter((_, i) => i % this.workers.length === v),
+      } satisfies ToVcpu);
+    });
+  }
+
+  /** Requests whose replies will never come from this machine (the guest left). */
+  orphanedRequests(): number[] {
+    return [...this.replies.keys()];
+  }
+
+  /** Fails the replies still awaited here (their requests now run elsewhere). */
+  dropReplies(reason: string): void {
+    for (const r of this.replies.values()) r.reject(new Error(reason));
+    this.replies.clear();
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    Atomics.store(this.control, CONTROL_ABORT, 1);
+    await Promise.all(this.workers.map((w) => w.terminate()));
+    this.dropReplies('the VM stopped');
+  }
+}
+
+export function encodeDeviceState(state: DeviceState): Uint8Array {
+  const json = JSON.stringify({
+    spec: state.spec,
+    nextRequestId: state.nextRequestId,
+    ramHash: state.ramHash,
+    pending: state.pending.map((r) => ({
+      id: r.id,
+      args: r.args.map((a) => Buffer.from(a).toString('base64')),
+    })),
+  });
+  return new TextEncoder().encode(json);
+}
+
+export function decodeDeviceState(bytes: Uint8Array): DeviceState {
+  const o = JSON.parse(new TextDecoder().decode(bytes)) as {
+    spec: MachineSpec;
+    nextRequestId: number;
+    ramHash?: string;
+    pending: { id: number; args: string[] }[];
+  };
+  return {
+    spec: o.spec,
+    nextRequestId: o.nextRequestId,
+    ramHash: o.ramHash,
+    pending: o.pending.map((r) => ({
+      id: r.id,
+      args: r.args.map((a) => new Uint8Array(Buffer.from(a, 'base64'))),
+    })),
+  };
+}
+
+export const PAGE = PAGE_SIZE;

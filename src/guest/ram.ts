@@ -1,0 +1,126 @@
+// Guest RAM of a real VM: one SharedArrayBuffer of 4 KiB pages that every vCPU worker and
+// the host's migration driver see, a presence word per page (a vCPU waits on it with
+// Atomics when a page is still on its way) and a dirty bitmap cheap enough to leave on
+// (a write tests its bit before setting it).
+
+import { PAGE_SIZE } from '../engine/messages.ts';
+import type { PageSet } from '../engine/page-set.ts';
+
+/** What is shared with a vCPU worker: plain SharedArrayBuffers, no copies. */
+export interface RamBuffers {
+  data: SharedArrayBuffer;
+  presence: SharedArrayBuffer;
+  dirty: SharedArrayBuffer;
+}
+
+export const PRESENT = 1;
+export const MISSING = 0;
+
+/** Largest guest RAM one buffer can hold with a whole-buffer view (DESIGN: 4 GiB). */
+export const MAX_RAM_BYTES = 4 * 2 ** 30;
+
+export class GuestRam {
+  readonly pages: number;
+  readonly bytes: Uint8Array;
+  /** One Int32 per page: PRESENT or MISSING (Atomics.wait/notify on it). */
+  readonly presence: Int32Array;
+  /** One bit per page, 32 pages per word. */
+  readonly dirty: Int32Array;
+  private readonly words: Uint32Array;
+
+  constructor(readonly buffers: RamBuffers) {
+    this.bytes = new Uint8Array(buffers.data);
+    this.words = new Uint32Array(buffers.data);
+    this.pages = this.bytes.byteLength / PAGE_SIZE;
+    this.presence = new Int32Array(buffers.presence);
+    this.dirty = new Int32Array(buffers.dirty);
+  }
+
+  /** New RAM of `bytes` (a multiple of 4 KiB); every page present, or every page missing. */
+  static create(bytes: number, present: boolean): GuestRam {
+    if (!(Number.isInteger(bytes) && bytes > 0 && bytes % PAGE_SIZE === 0))
+      throw new RangeError(`guest RAM of ${bytes} bytes: must be a positive multiple of 4096`);
+    if (bytes > MAX_RAM_BYTES) throw new RangeError(`guest RAM of ${bytes} bytes: at most ${MAX_RAM_BYTES}`);
+    const pages = bytes / PAGE_SIZE;
+    const ram = new GuestRam({
+      data: new SharedArrayBuffer(bytes),
+      presence: new SharedArrayBuffer(pages * 4),
+      dirty: new SharedArrayBuffer(Math.ceil(pages / 32) * 4),
+    });
+    if (present) ram.presence.fill(PRESENT);
+    return ram;
+  }
+
+  get size(): number {
+    return this.bytes.byteLength;
+  }
+
+  isPresent(pfn: number): boolean {
+    return Atomics.load(this.presence, pfn) === PRESENT;
+  }
+
+  /** Marks pages present and wakes every vCPU waiting on them. */
+  markPresent(start: number, count: number): void {
+    for (let p = start; p < start + count; p++) {
+      if (this.presence[p] === PRESENT) continue;
+      Atomics.store(this.presence, p, PRESENT);
+      Atomics.notify(this.presence, p);
+    }
+  }
+
+  markMissing(start: number, count: number): void {
+    for (let p = start; p < start + count; p++) Atomics.store(this.presence, p, MISSING);
+  }
+
+  /** Waits (blocking this thread) until `pfn` is present or `timeoutMs` passed; true when present. */
+  waitPresent(pfn: number, timeoutMs = Number.POSITIVE_INFINITY): boolean {
+    while (Atomics.load(this.presence, pfn) !== PRESENT) {
+      if (Atomics.wait(this.presence, pfn, MISSING, timeoutMs) === 'timed-out') return this.isPresent(pfn);
+    }
+    return true;
+  }
+
+  /** Records a write to `pfn` in the dirty log (the bit is tested first: no atomic when set). */
+  logWrite(pfn: number): void {
+    const w = pfn >>> 5;
+    const bit = 1 << (pfn & 31);
+    if ((this.dirty[w] & bit) === 0) Atomics.or(this.dirty, w, bit);
+  }
+
+  /** Moves the dirty log into `into` and clears it (a word at a time, atomically). */
+  syncDirty(into: PageSet): number {
+    let n = 0;
+    for (let w = 0; w < this.dirty.length; w++) {
+      if (this.dirty[w] === 0) continue;
+      let bits = Atomics.exchange(this.dirty, w, 0);
+      while (bits !== 0) {
+        const b = 31 - Math.clz32(bits & -bits);
+        bits &= bits - 1;
+        const pfn = (w << 5) + b;
+        if (pfn < this.pages) {
+          into.add(pfn);
+          n++;
+        }
+      }
+    }
+    return n;
+  }
+
+  page(pfn: number): Uint8Array {
+    return this.bytes.subarray(pfn * PAGE_SIZE, (pfn + 1) * PAGE_SIZE);
+  }
+
+  isZeroPage(pfn: number): boolean {
+    const words = this.words;
+    const end = (pfn + 1) * (PAGE_SIZE / 4);
+    for (let i = pfn * (PAGE_SIZE / 4); i < end; i++) if (words[i] !== 0) return false;
+    return true;
+  }
+
+  /** Zero pages among [start, start + count). */
+  zeroPagesIn(start: number, count: number): number {
+    let n = 0;
+    for (let p = start; p < start + count; p++) if (this.isZeroPage(p)) n++;
+    return n;
+  }
+}

@@ -1,0 +1,71 @@
+// The messages between a VM's host thread and its vCPU workers, and the shared control
+// words they both use.
+
+import type { RamBuffers } from './ram.ts';
+
+export interface Request {
+  id: number;
+  args: Uint8Array[];
+}
+
+/** A guest app as a vCPU runs it: all its state is in guest RAM, reached through `mem`. */
+export interface GuestApp {
+  /** Serves one request; may be cut short by a remote fault and run again from the start. */
+  execute?(args: Uint8Array[]): Uint8Array;
+  /** A long job's next step; returns ms until the next one. */
+  step?(): number;
+}
+
+/** Which app, where in guest RAM, and the module that opens it (apps sit above the guest). */
+export interface AppConfig {
+  module: string;
+  kind: string;
+  base: number;
+  size: number;
+  options: Record<string, unknown>;
+}
+
+export type ToVcpu =
+  | {
+      type: 'start';
+      vcpu: number;
+      ram: RamBuffers;
+      control: SharedArrayBuffer;
+      app: AppConfig;
+      cooperative: boolean;
+      faultLimit: number;
+      servers: number;
+      runJob: boolean;
+      /** The page this vCPU's kernel stages requests in (touched in kernel context). */
+      kernelPage: number;
+      pending: Request[];
+    }
+  | { type: 'request'; req: Request }
+  | { type: 'ready'; token: number }
+  | { type: 'pause' }
+  | { type: 'resume'; cooperative: boolean; pending: Request[] }
+  | { type: 'stats' }
+  | { type: 'stop' };
+
+export type FromVcpu =
+  | { type: 'reply'; id: number; bytes: Uint8Array }
+  | { type: 'fault'; vcpu: number; pfn: number; token: number }
+  | { type: 'paused'; vcpu: number; pending: Request[]; stats: VcpuStats }
+  | { type: 'started'; vcpu: number }
+  | { type: 'stats'; vcpu: number; stats: VcpuStats }
+  | { type: 'error'; vcpu: number; message: string };
+
+export interface VcpuStats {
+  asyncFaults: number;
+  syncFaults: number;
+  blockedMs: number;
+  ops: number;
+}
+
+/** Index of the "pause requested" flag in the VM's control words. */
+export const CONTROL_PAUSE = 0;
+/** Index of the "abandon waits" flag: set when the VM stops for good. */
+export const CONTROL_ABORT = 1;
+/** Index of the app lock: handlers on different vCPUs run one at a time, as in Redis. */
+export const CONTROL_APP_LOCK = 2;
+export const CONTROL_WORDS = 4;

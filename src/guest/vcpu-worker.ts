@@ -1,0 +1,222 @@
+// A vCPU of a real guest: a worker thread running guest tasks on the shared guest RAM.
+// Its run queue, async-fault tokens, the fault limit, halting and waking are the guest
+// kernel core's (the simulator's guest uses the same). Server tasks take requests from this
+// vCPU's queue and run the app's handler to completion; a job task runs the app's next
+// step, then sleeps on a timer. A remote fault either blocks this thread until the page is
+// installed, or parks the task (its writes are dropped; it runs again on "page ready").
+// Idle, the thread waits for messages: a halted vCPU does not spin.
+
+import { parentPort } from 'node:worker_threads';
+import type { GuestAccess } from './access.ts';
+import { PageNotPresent } from './access.ts';
+import { GuestKernel } from './kernel.ts';
+import { Mmu } from './mmu.ts';
+import { GuestRam } from './ram.ts';
+import {
+  type AppConfig,
+  CONTROL_ABORT,
+  CONTROL_APP_LOCK,
+  CONTROL_PAUSE,
+  type FromVcpu,
+  type GuestApp,
+  type Request,
+  type ToVcpu,
+  type VcpuStats,
+} from './vcpu-protocol.ts';
+
+interface AppModule {
+  openApp(kind: string, options: Record<string, unknown>, mem: GuestAccess): GuestApp;
+}
+
+function lockApp(): void {
+  while (Atomics.compareExchange(control, CONTROL_APP_LOCK, 0, 1) !== 0)
+    Atomics.wait(control, CONTROL_APP_LOCK, 1, 50);
+}
+
+function unlockApp(): void {
+  Atomics.store(control, CONTROL_APP_LOCK, 0);
+  Atomics.notify(control, CONTROL_APP_LOCK, 1);
+}
+
+interface Slot {
+  req: Request | null;
+  job: boolean;
+}
+
+const port = parentPort!;
+let kernel: GuestKernel;
+let mmu: Mmu;
+let app: GuestApp;
+let control: Int32Array;
+let vcpu = 0;
+let kernelPage = 0;
+const slots: Slot[] = [];
+const queue: Request[] = [];
+const sleepingServers: number[] = [];
+let paused = false;
+let stopping = false;
+const stats: VcpuStats = { asyncFaults: 0, syncFaults: 0, blockedMs: 0, ops: 0 };
+
+function post(m: FromVcpu): void {
+  port.postMessage(m);
+}
+
+/** The guest kernel's answer to a remote fault (see Mmu): wait for the page, or park. */
+function onFault(pfn: number, kernelContext: boolean): void {
+  const action = kernel.fault(0, pfn, kernelContext);
+  if (action.action === 'park') {
+    stats.asyncFaults++;
+    post({ type: 'fault', vcpu, pfn, token: action.token });
+    throw new PageNotPresent(pfn);
+  }
+  stats.syncFaults++;
+  post({ type: 'fault', vcpu, pfn, token: 0 });
+  const t0 = performance.now();
+  // a blocking fault stalls this whole vCPU; wake up now and then to notice an abandon
+  while (!mmu.ram.waitPresent(pfn, 200)) {
+    if (Atomics.load(control, CONTROL_ABORT) !== 0)
+      throw new Error('the VM stopped while a vCPU waited for a page');
+  }
+  stats.blockedMs += performance.now() - t0;
+  kernel.pageArrived(pfn);
+}
+
+function assign(): void {
+  while (queue.length > 0 && sleepingServers.length > 0) {
+    const t = sleepingServers.shift()!;
+    slots[t].req = queue.shift()!;
+    kernel.wake(t);
+  }
+}
+
+/** Runs runnable tasks until none is left, a pause is asked for, or the VM stops. */
+function drain(): void {
+  while (!paused && !stopping) {
+    if (Atomics.load(control, CONTROL_PAUSE) !== 0) return;
+    const t = kernel.schedule(0);
+    if (t < 0) return; // halt: wait for a message
+    runTask(t);
+  }
+}
+
+function runTask(t: number): void {
+  const slot = slots[t];
+  lockApp();
+  try {
+    if (slot.job) {
+      const delay = app.step!();
+      mmu.commit();
+      stats.ops++;
+      kernel.sleep(0);
+      const gen = generation;
+      setTimeout(() => {
+        if (gen !== generation) return;
+        kernel.wake(t);
+        drain();
+      }, delay);
+      return;
+    }
+    const req = slot.req!;
+    // the kernel stages the request in its own page: a fault there always blocks
+    mmu.touchAsKernel(kernelPage);
+    const bytes = app.execute!(req.args);
+    mmu.commit();
+    stats.ops++;
+    post({ type: 'reply', id: req.id, bytes });
+    slot.req = null;
+    const next = queue.shift();
+    if (next) slot.req = next;
+    else {
+      kernel.sleep(0);
+      sleepingServers.push(t);
+    }
+  } catch (e) {
+    mmu.abort();
+    if (e instanceof PageNotPresent) return; // parked by onFault: runs again on "page ready"
+    throw e;
+  } finally {
+    unlockApp();
+  }
+}
+
+/** Requests not yet answered: they go with the VM's device state. */
+function pendingRequests(): Request[] {
+  const out: Request[] = [];
+  for (const s of slots) if (s.req) out.push(s.req);
+  out.push(...queue.splice(0));
+  return out.sort((a, b) => a.id - b.id);
+}
+
+let shape = { servers: 0, runJob: false, faultLimit: 64 };
+/** Bumped whenever the tasks are rebuilt, so a stale job timer does nothing. */
+let generation = 0;
+
+/** All servers idle, the job (if any) runnable, no fault outstanding. */
+function resetTasks(cooperative: boolean): void {
+  generation++;
+  kernel = new GuestKernel({ vcpus: 1, cooperative, maxAsyncFaults: shape.faultLimit });
+  slots.length = 0;
+  sleepingServers.length = 0;
+  for (let i = 0; i < shape.servers; i++) {
+    const t = kernel.addTask(0, 'sleeping');
+    slots[t] = { req: null, job: false };
+    sleepingServers.push(t);
+  }
+  if (shape.runJob) slots[kernel.addTask(0, 'runnable')] = { req: null, job: true };
+}
+
+port.on('message', async (m: ToVcpu) => {
+  try {
+    switch (m.type) {
+      case 'start': {
+        vcpu = m.vcpu;
+        kernelPage = m.kernelPage;
+        control = new Int32Array(m.control);
+        const ram = new GuestRam(m.ram);
+        mmu = new Mmu(ram, onFault);
+        shape = { servers: m.servers, runJob: m.runJob, faultLimit: m.faultLimit };
+        resetTasks(m.cooperative);
+        const mod = (await import(m.app.module)) as AppModule;
+        app = mod.openApp(m.app.kind, m.app.options, mmu.window(m.app.base, m.app.size));
+        queue.push(...m.pending);
+        assign();
+        post({ type: 'started', vcpu });
+        drain();
+        return;
+      }
+      case 'request':
+        queue.push(m.req);
+        assign();
+        drain();
+        return;
+      case 'ready':
+        kernel.ready(m.token);
+        drain();
+        return;
+      case 'pause': {
+        paused = true;
+        // requests in progress or parked start over wherever the guest runs next
+        const pending = pendingRequests();
+        resetTasks(kernel.options.cooperative);
+        post({ type: 'paused', vcpu, pending, stats: { ...stats } });
+        return;
+      }
+      case 'resume':
+        paused = false;
+        kernel.setCooperative(m.cooperative);
+        queue.push(...m.pending);
+        assign();
+        drain();
+        return;
+      case 'stats':
+        post({ type: 'stats', vcpu, stats: { ...stats } });
+        return;
+      case 'stop':
+        stopping = true;
+        port.close();
+        return;
+    }
+  } catch (e) {
+    post({ type: 'error', vcpu, message: (e as Error).stack ?? String(e) });
+  }
+});

@@ -1,0 +1,134 @@
+// The control API between `ferry` commands and hosts, and between hosts: HTTP + JSON,
+// every call carrying the hosts' shared secret. Requests and replies are typed here once.
+
+import type { MigrationMode } from '../engine/config.ts';
+import type { MigrationReport } from '../report/schema.ts';
+
+export interface VmInfo {
+  name: string;
+  ramMiB: number;
+  vcpus: number;
+  app: string;
+  state: 'running' | 'migrating' | 'incoming' | 'stopped';
+  /** host:port where clients reach the app (Redis protocol for kv). */
+  endpoint: string;
+}
+
+export interface CreateVm {
+  name: string;
+  ramMiB: number;
+  vcpus: number;
+  app: 'kv' | 'memtouch';
+  appOptions?: Record<string, unknown>;
+  /** Server tasks per vCPU. */
+  servers?: number;
+}
+
+export interface StartMigration {
+  vm: string;
+  /** Control API URL of the destination host. */
+  to: string;
+  mode: MigrationMode;
+  cooperative: boolean;
+  downtimeLimitMs: number;
+  maxBandwidthMbps?: number;
+  prepage: number;
+}
+
+export interface MigrationProgressInfo {
+  phase: string;
+  bytesSent: number;
+  pagesPending: number;
+  pages: number;
+  rounds: number;
+}
+
+export interface RealMigrationReport extends MigrationReport {
+  integrity: { checked: boolean; ok: boolean };
+}
+
+export interface MigrationInfo {
+  id: string;
+  vm: string;
+  state: 'running' | 'done';
+  progress: MigrationProgressInfo;
+  report?: RealMigrationReport;
+}
+
+/** The destination's side of a migration, as the source host asks for it. */
+export interface IncomingRequest {
+  migrationId: string;
+  vm: string;
+  ramMiB: number;
+  vcpus: number;
+  app: string;
+  appOptions: Record<string, unknown>;
+  servers: number;
+  cooperative: boolean;
+  /** The source host's id, for logs. */
+  from: string;
+}
+
+export interface IncomingInfo {
+  migrationId: string;
+  state: 'waiting' | 'running' | 'done';
+  lanesPort: number;
+  result?: {
+    outcome: string;
+    reason: string;
+    resumedAt: number;
+    ramHash: string;
+    remoteFaults: number;
+    faultLatencyUs: { p50: number; p90: number; p99: number; max: number };
+    faultLatencyHistogram: [number, number][];
+    asyncFaults: number;
+    syncFaults: number;
+    vcpuBlockedMs: number;
+  };
+}
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Calls a host's API; errors carry the host's one-line message. */
+export async function call<T>(
+  base: string,
+  secret: string,
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<T> {
+  let res: Response;
+  try {
+    res = await fetch(new URL(path, base), {
+      method,
+      headers: { 'content-type': 'application/json', 'x-ferry-secret': secret },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch (e) {
+    const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+    throw new ApiError(
+      0,
+      `cannot reach host ${base}: ${cause?.code ?? cause?.message ?? (e as Error).message}`,
+    );
+  }
+  const text = await res.text();
+  let data: unknown;
+  try {
+    data = text ? JSON.parse(text) : {};
+  } catch {
+    throw new ApiError(res.status, `host ${base} answered ${res.status} with non-JSON`);
+  }
+  if (!res.ok)
+    throw new ApiError(
+      res.status,
+      (data as { error?: string }).error ?? `host ${base} answered ${res.status}`,
+    );
+  return data as T;
+}

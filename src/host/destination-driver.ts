@@ -1,0 +1,132 @@
+// The real world's destination side: the engine's MigrationDestination fed with the
+// lanes' frames; accepted pages are installed in guest RAM, the guest's remote faults
+// become demand requests on the urgent lane, and the VM resumes here at the switchover.
+
+import { MigrationDestination } from '../engine/destination.ts';
+import type { Message, SourceMessage } from '../engine/messages.ts';
+import type { Outcome } from '../engine/stats.ts';
+import { type Percentiles, percentiles } from '../engine/stats.ts';
+import { decodeDeviceState, type GuestMachine } from '../guest/machine.ts';
+import { foldSums, installBatch } from './pages.ts';
+import type { Lanes } from './source-driver.ts';
+
+export interface DestinationResult {
+  outcome: Outcome;
+  reason: string;
+  resumedAt: number;
+  endedAt: number;
+  postcopy: boolean;
+  remoteFaults: number;
+  faultLatencyUs: Percentiles;
+  faultLatencySamplesUs: number[];
+  /** Checksum of the RAM as it arrived, to compare with the source's at the stop. */
+  ramHash: string;
+}
+
+/** Absolute milliseconds (comparable between hosts on one machine), sub-ms precision. */
+const now = () => performance.timeOrigin + performance.now();
+
+export class DestinationDriver {
+  readonly destination: MigrationDestination;
+  private readonly sums: Uint32Array;
+  private finished = false;
+  private readonly result: Partial<DestinationResult> = { resumedAt: -1, postcopy: false };
+  private resolveDone!: (r: DestinationResult) => void;
+  readonly done: Promise<DestinationResult>;
+
+  constructor(
+    private readonly machine: GuestMachine,
+    private readonly lanes: Lanes,
+    private readonly log: (line: string) => void = () => {},
+  ) {
+    const ram = machine.ram;
+    this.destination = new MigrationDestination(ram.pages);
+    this.sums = new Uint32Array(ram.pages);
+    this.done = new Promise((r) => {
+      this.resolveDone = r;
+    });
+    machine.onFault = (pfn) => {
+      this.destination.fault(now(), pfn);
+      this.flush();
+    };
+    for (const lane of [lanes.control, lanes.bulk, lanes.urgent]) {
+      lane.onMessage((m) => this.receive(m));
+      lane.onClose((e) => this.laneLost(lane.lane, e?.message ?? 'closed'));
+    }
+  }
+
+  private receive(m: Message): void {
+    const t = now();
+    const msg = m as SourceMessage;
+    if (msg.type === 'switchover') {
+      const ram = this.machine.ram;
+      for (let i = 0; i < msg.discard.length; i += 2) ram.markMissing(msg.discard[i], msg.discard[i + 1]);
+    }
+    const arrival = this.destination.receive(t, msg);
+    if (arrival && msg.type === 'pages' && arrival.install.length > 0) {
+      installBatch(this.machine.ram, msg.batch, arrival.install, this.sums);
+      this.machine.pagesArrived(arrival.install);
+    }
+    for (const e of this.destination.takeEvents()) {
+      if (e.type === 'guest-resumed' && msg.type === 'switchover')
+        this.resume(e.at, e.postcopy, msg.deviceState);
+      else if (e.type === 'finished') this.finish(e.outcome, e.reason);
+    }
+    this.flush();
+  }
+
+  private resume(at: number, postcopy: boolean, deviceState: Uint8Array | undefined): void {
+    if (!deviceState) {
+      this.finish('failed', 'switchover without device state');
+      return;
+    }
+    const state = decodeDeviceState(deviceState);
+    this.result.resumedAt = at;
+    this.result.postcopy = postcopy;
+    this.machine.resume(state);
+  }
+
+  /** Demand requests go on the urgent lane, everything else on the control lane. */
+  private flush(): void {
+    for (const m of this.destination.takeMessages()) {
+      try {
+        (m.type === 'demand' ? this.lanes.urgent : this.lanes.control).send(m);
+      } catch (e) {
+        this.log(`could not send ${m.type}: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  private laneLost(lane: string, why: string): void {
+    if (this.finished) return;
+    if (this.destination.phase === 'incoming') this.finish('aborted', `the ${lane} lane broke: ${why}`);
+    else if (this.destination.phase === 'postcopy')
+      this.finish(
+        'failed',
+        `the ${lane} lane broke with ${this.machine.ram.pages - this.destination.present.size} pages missing: ${why}`,
+      );
+  }
+
+  private finish(outcome: Outcome, reason: string): void {
+    if (this.finished) return;
+    this.finished = true;
+    const ramHash = outcome === 'completed' ? foldSums(this.sums) : '';
+    this.log(`incoming migration ${outcome}: ${reason}`);
+    const d = this.destination.stats;
+    Object.assign(this.result, {
+      outcome,
+      reason,
+      endedAt: now(),
+      remoteFaults: d.remoteFaults,
+      faultLatencySamplesUs: [...d.faultLatencyUs],
+      faultLatencyUs: percentiles([...d.faultLatencyUs]),
+      ramHash,
+    });
+    if (outcome !== 'completed' && this.machine.running === false) void this.machine.stop();
+    // the source closes the lanes once it has our last word
+    setTimeout(() => {
+      for (const l of [this.lanes.control, this.lanes.bulk, this.lanes.urgent]) l.close();
+    }, 1000).unref();
+    this.resolveDone(this.result as DestinationResult);
+  }
+}

@@ -1,0 +1,478 @@
+// A `ferry host`: runs VMs (guest RAM, vCPU workers, a client endpoint each), serves the
+// control API, and migrates VMs to and from other hosts over authenticated TCP lanes.
+
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import http from 'node:http';
+import { APP_KINDS, APP_MODULE, formatApp } from '../apps/index.ts';
+import { migrationConfig } from '../engine/config.ts';
+import { PAGE_SIZE } from '../engine/messages.ts';
+import { histogram, percentiles } from '../engine/stats.ts';
+import { ArrayAccess } from '../guest/access.ts';
+import { GuestMachine, kernelPages, type MachineSpec } from '../guest/machine.ts';
+import { GuestRam } from '../guest/ram.ts';
+import {
+  ApiError,
+  type CreateVm,
+  call,
+  type IncomingInfo,
+  type IncomingRequest,
+  type MigrationInfo,
+  type RealMigrationReport,
+  type StartMigration,
+  type VmInfo,
+} from './api.ts';
+import { DestinationDriver } from './destination-driver.ts';
+import { RespEndpoint } from './resp-endpoint.ts';
+import { type Lanes, SourceDriver } from './source-driver.ts';
+import {
+  ALL_CAPABILITIES,
+  connectLane,
+  type LaneConnection,
+  type Listener,
+  listenLanes,
+} from './transport.ts';
+
+export interface HostOptions {
+  id: string;
+  host: string;
+  port: number;
+  /** Port for migration lanes (0: any). */
+  lanesPort: number;
+  secret: Uint8Array;
+  log: (line: string) => void;
+}
+
+interface Vm {
+  name: string;
+  spec: MachineSpec;
+  app: string;
+  appOptions: Record<string, unknown>;
+  machine: GuestMachine | undefined;
+  endpoint: RespEndpoint;
+  state: VmInfo['state'];
+}
+
+interface Outgoing {
+  info: MigrationInfo;
+  driver: SourceDriver;
+}
+
+interface Incoming {
+  info: IncomingInfo;
+  request: IncomingRequest;
+  lanes: Partial<Lanes>;
+  machine: GuestMachine;
+  driver?: DestinationDriver;
+}
+
+const clock = () => performance.timeOrigin + performance.now();
+
+export class Host {
+  private readonly vms = new Map<string, Vm>();
+  private readonly outgoing = new Map<string, Outgoing>();
+  private readonly incoming = new Map<string, Incoming>();
+  private server: http.Server | undefined;
+  private lanes: Listener | undefined;
+  port = 0;
+  private readonly secretHex: string;
+
+  constructor(readonly options: HostOptions) {
+    this.secretHex = Buffer.from(options.secret).toString('hex');
+  }
+
+  get url(): string {
+    return `http://${this.options.host}:${this.port}`;
+  }
+
+  async start(): Promise<void> {
+    this.lanes = await listenLanes({
+      host: this.options.host,
+      port: this.options.lanesPort,
+      secret: this.options.secret,
+      capabilities: ALL_CAPABILITIES,
+      log: this.options.log,
+      onLane: (lane) => this.laneArrived(lane),
+    });
+    this.server = http.createServer((req, res) => void this.handle(req, res));
+    await new Promise<void>((resolve, reject) => {
+      this.server!.once('error', reject);
+      this.server!.listen(this.options.port, this.options.host, () => resolve());
+    });
+    this.port = (this.server.address() as { port: number }).port;
+    this.options.log(
+      `host ${this.options.id} listening on ${this.url} (migration lanes on port ${this.lanes.port})`,
+    );
+  }
+
+  async close(): Promise<void> {
+    for (const vm of this.vms.values()) {
+      await vm.endpoint.close();
+      await vm.machine?.stop();
+    }
+    for (const i of this.incoming.values()) await i.machine.stop();
+    await this.lanes?.close();
+    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+  }
+
+  // --- HTTP ------------------------------------------------------------------------------
+
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const reply = (status: number, body: unknown) => {
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(body));
+    };
+    try {
+      const given = Buffer.from(String(req.headers['x-ferry-secret'] ?? ''), 'utf8');
+      const want = Buffer.from(this.secretHex, 'utf8');
+      if (given.length !== want.length || !timingSafeEqual(given, want)) {
+        this.options.log(
+          `refused API call ${req.method} ${req.url} from ${req.socket.remoteAddress}: wrong secret`,
+        );
+        throw new ApiError(401, 'authentication failed: wrong secret');
+      }
+      const body = req.method === 'POST' ? await readJson(req) : undefined;
+      const url = new URL(req.url ?? '/', 'http://x');
+      const parts = url.pathname.split('/').filter(Boolean);
+      if (parts[0] !== 'v1') throw new ApiError(404, `no such endpoint ${url.pathname}`);
+      const [, what, id] = parts;
+      if (what === 'vms' && !id && req.method === 'GET') return reply(200, this.listVms());
+      if (what === 'vms' && !id && req.method === 'POST')
+        return reply(201, await this.createVm(body as CreateVm));
+      if (what === 'vms' && id && req.method === 'DELETE') return reply(200, await this.stopVm(id));
+      if (what === 'migrations' && !id && req.method === 'POST')
+        return reply(201, await this.startMigration(body as StartMigration));
+      if (what === 'migrations' && id && req.method === 'GET') return reply(200, this.migrationInfo(id));
+      if (what === 'migrations' && id && req.method === 'DELETE') return reply(200, this.cancelMigration(id));
+      if (what === 'incoming' && !id && req.method === 'POST')
+        return reply(201, await this.prepareIncoming(body as IncomingRequest));
+      if (what === 'incoming' && id && req.method === 'GET') return reply(200, this.incomingInfo(id));
+      throw new ApiError(404, `no such endpoint ${req.method} ${url.pathname}`);
+    } catch (e) {
+      const status = e instanceof ApiError ? e.status : 500;
+      if (status === 500) this.options.log(`API error: ${(e as Error).stack}`);
+      reply(status, { error: (e as Error).message });
+    }
+  }
+
+  // --- VMs ----------------------------------------------------------------------------------
+
+  private listVms(): VmInfo[] {
+    return [...this.vms.values()].map((vm) => ({
+      name: vm.name,
+      ramMiB: vm.spec.ramBytes / 2 ** 20,
+      vcpus: vm.spec.vcpus,
+      app: vm.app,
+      state: vm.state,
+      endpoint: `${this.options.host}:${vm.endpoint.port}`,
+    }));
+  }
+
+  private info(vm: Vm): VmInfo {
+    return this.listVms().find((v) => v.name === vm.name)!;
+  }
+
+  private async createVm(body: CreateVm): Promise<VmInfo> {
+    const b = body ?? ({} as CreateVm);
+    if (typeof b.name !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(b.name))
+      throw new ApiError(400, 'name: 1-64 letters, digits, "_", "." or "-"');
+    if (this.vms.has(b.name)) throw new ApiError(409, `a VM named '${b.name}' already runs on this host`);
+    if (!(Number.isInteger(b.ramMiB) && b.ramMiB >= 1 && b.ramMiB <= 4096))
+      throw new ApiError(400, `ramMiB: '${b.ramMiB}' must be a whole number of MiB from 1 to 4096`);
+    if (!(Number.isInteger(b.vcpus) && b.vcpus >= 1 && b.vcpus <= 64))
+      throw new ApiError(400, `vcpus: '${b.vcpus}' must be a whole number from 1 to 64`);
+    if (!(APP_KINDS as readonly string[]).includes(b.app))
+      throw new ApiError(400, `app: '${b.app}' is not one of ${APP_KINDS.join(', ')}`);
+    const servers = b.servers ?? 8;
+    const spec = machineSpec(b.ramMiB, b.vcpus, b.app, b.appOptions ?? {}, servers);
+    const ram = GuestRam.create(spec.ramBytes, true);
+    formatApp(
+      b.app,
+      b.appOptions ?? {},
+      new ArrayAccess(ram.bytes.subarray(spec.app.base, spec.app.base + spec.app.size)),
+    );
+    const machine = await GuestMachine.boot(spec, ram, { cooperative: true });
+    machine.onError = (m) => this.options.log(`VM ${b.name}: ${m}`);
+    const vm = this.addVm(b.name, spec, b.app, b.appOptions ?? {}, machine, 'running');
+    await vm.endpoint.listen(this.options.host);
+    this.options.log(
+      `VM ${b.name} created: ${b.ramMiB} MiB, ${b.vcpus} vCPU, ${b.app} on port ${vm.endpoint.port}`,
+    );
+    return this.info(vm);
+  }
+
+  private addVm(
+    name: string,
+    spec: MachineSpec,
+    app: string,
+    appOptions: Record<string, unknown>,
+    machine: GuestMachine | undefined,
+    state: VmInfo['state'],
+  ): Vm {
+    const vm: Vm = {
+      name,
+      spec,
+      app,
+      appOptions,
+      machine,
+      state,
+      endpoint: new RespEndpoint(() => vm.machine, this.options.log),
+    };
+    this.vms.set(name, vm);
+    return vm;
+  }
+
+  private async stopVm(name: string): Promise<VmInfo> {
+    const vm = this.vms.get(name);
+    if (!vm) throw new ApiError(404, `no VM named '${name}' on this host`);
+    if (vm.state === 'migrating')
+      throw new ApiError(409, `VM '${name}' is migrating; cancel the migration first`);
+    const info = this.info(vm);
+    await vm.endpoint.close();
+    await vm.machine?.stop();
+    this.vms.delete(name);
+    this.options.log(`VM ${name} stopped`);
+    return { ...info, state: 'stopped' };
+  }
+
+  // --- outgoing migrations ----------------------------------------------------------------
+
+  private async startMigration(b: StartMigration): Promise<MigrationInfo> {
+    const vm = this.vms.get(b?.vm);
+    if (!vm) throw new ApiError(404, `no VM named '${b?.vm}' on this host`);
+    if (vm.state !== 'running' || !vm.machine) throw new ApiError(409, `VM '${vm.name}' is ${vm.state}`);
+    if (!['precopy', 'postcopy', 'hybrid'].includes(b.mode))
+      throw new ApiError(400, `mode: '${b.mode}' is not one of precopy, postcopy, hybrid`);
+    const id = `${vm.name}-${randomBytes(4).toString('hex')}`;
+    const to = new URL(b.to);
+    const incoming = await call<IncomingInfo>(b.to, this.secretHex, 'POST', '/v1/incoming', {
+      migrationId: id,
+      vm: vm.name,
+      ramMiB: vm.spec.ramBytes / 2 ** 20,
+      vcpus: vm.spec.vcpus,
+      app: vm.app,
+      appOptions: vm.appOptions,
+      servers: vm.spec.servers,
+      cooperative: b.cooperative,
+      from: this.options.id,
+    } satisfies IncomingRequest);
+    const lanes: Partial<Lanes> = {};
+    for (const lane of ['control', 'bulk', 'urgent'] as const)
+      lanes[lane] = await connectLane({
+        host: to.hostname,
+        port: incoming.lanesPort,
+        secret: this.options.secret,
+        migrationId: id,
+        lane,
+        capabilities: ALL_CAPABILITIES,
+      });
+    const config = migrationConfig({
+      mode: b.mode,
+      stop: { downtimeLimitMs: b.downtimeLimitMs },
+      postcopy: { prepageForward: b.prepage },
+    });
+    const machine = vm.machine;
+    const driver = new SourceDriver(
+      machine,
+      lanes as Lanes,
+      config,
+      (l) => this.options.log(`${id}: ${l}`),
+      b.maxBandwidthMbps,
+    );
+    vm.state = 'migrating';
+    const info: MigrationInfo = { id, vm: vm.name, state: 'running', progress: this.progressOf(driver) };
+    this.outgoing.set(id, { info, driver });
+    const startedAt = clock();
+    driver.start();
+    void driver.done.then(async (r) => {
+      const report = await this.finalReport(id, b, vm.name, startedAt, driver, r);
+      if (report.outcome === 'completed') {
+        // the VM runs on the destination now: release it here
+        await vm.endpoint.close();
+        this.vms.delete(vm.name);
+      } else {
+        vm.state = 'running';
+        if (!machine.running) vm.endpoint.dropClients();
+      }
+      info.report = report;
+      info.state = 'done';
+      info.progress = this.progressOf(driver);
+    });
+    return info;
+  }
+
+  private async finalReport(
+    id: string,
+    b: StartMigration,
+    vm: string,
+    startedAt: number,
+    driver: SourceDriver,
+    r: Awaited<SourceDriver['done']>,
+  ): Promise<RealMigrationReport> {
+    let dest: IncomingInfo | undefined;
+    for (let i = 0; i < 100 && r.outcome === 'completed'; i++) {
+      dest = await call<IncomingInfo>(b.to, this.secretHex, 'GET', `/v1/incoming/${id}`).catch(
+        () => undefined,
+      );
+      if (dest?.result) break;
+      await new Promise((res) => setTimeout(res, 50));
+    }
+    const d = dest?.result;
+    const s = driver.source.stats;
+    let outcome = r.outcome;
+    let reason = r.reason;
+    const sourceHash = driver.ramHash ? await driver.ramHash : '';
+    const checked = outcome === 'completed' && !!d && d.ramHash !== '' && sourceHash !== '';
+    const ok = checked && d?.ramHash === sourceHash;
+    if (checked && !ok) {
+      outcome = 'failed';
+      reason = `integrity check failed: the destination's RAM checksum ${d?.ramHash} differs from the source's ${sourceHash}`;
+      this.options.log(`${id}: ${reason}`);
+    }
+    return {
+      vm,
+      variant: '',
+      mode: b.mode,
+      cooperative: b.cooperative,
+      source: this.options.id,
+      destination: b.to,
+      outcome,
+      reason,
+      startMs: 0,
+      totalTimeMs: r.endedAt - startedAt,
+      switchoverMs: r.stoppedAt >= 0 ? r.stoppedAt - startedAt : -1,
+      downtimeMs: d && r.stoppedAt >= 0 && d.resumedAt > 0 ? Math.max(0, d.resumedAt - r.stoppedAt) : 0,
+      bytesSent: s.bytesSent,
+      pagesSent: { ...s.pagesSent },
+      rounds: s.rounds,
+      roundPages: [...s.roundPages],
+      remoteFaults: d?.remoteFaults ?? 0,
+      asyncFaults: d?.asyncFaults ?? 0,
+      syncFaults: d?.syncFaults ?? 0,
+      vcpuBlockedMs: d?.vcpuBlockedMs ?? 0,
+      faultLatencyUs: d?.faultLatencyUs ?? { p50: 0, p90: 0, p99: 0, max: 0 },
+      faultLatencyHistogram: d?.faultLatencyHistogram ?? [],
+      postcopyMs: 0,
+      missingPages: [],
+      integrity: { checked, ok },
+    };
+  }
+
+  private progressOf(driver: SourceDriver): MigrationInfo['progress'] {
+    const s = driver.source;
+    return {
+      phase: s.phase,
+      bytesSent: driver.bytesSent,
+      pagesPending: s.pendingPages,
+      pages: driver.pages,
+      rounds: s.stats.rounds,
+    };
+  }
+
+  private migrationInfo(id: string): MigrationInfo {
+    const m = this.outgoing.get(id);
+    if (!m) throw new ApiError(404, `no migration '${id}' started from this host`);
+    if (m.info.state === 'running') m.info.progress = this.progressOf(m.driver);
+    return m.info;
+  }
+
+  private cancelMigration(id: string): MigrationInfo {
+    const m = this.outgoing.get(id);
+    if (!m) throw new ApiError(404, `no migration '${id}' started from this host`);
+    if (m.info.state === 'done') throw new ApiError(409, `migration '${id}' has already ended`);
+    if (!m.driver.cancel('cancelled by request'))
+      throw new ApiError(409, `migration '${id}' is past its switchover: it can no longer be cancelled`);
+    return m.info;
+  }
+
+  // --- incoming migrations ------------------------------------------------------------------
+
+  private async prepareIncoming(b: IncomingRequest): Promise<IncomingInfo> {
+    if (!b || typeof b.migrationId !== 'string') throw new ApiError(400, 'migrationId is required');
+    if (this.vms.has(b.vm)) throw new ApiError(409, `a VM named '${b.vm}' already runs on this host`);
+    const spec = machineSpec(b.ramMiB, b.vcpus, b.app, b.appOptions, b.servers);
+    const ram = GuestRam.create(spec.ramBytes, false);
+    // the vCPUs start now, held until the switchover, so resuming costs no thread start
+    const machine = await GuestMachine.boot(spec, ram, { cooperative: b.cooperative, paused: true });
+    machine.onError = (m) => this.options.log(`incoming VM ${b.vm}: ${m}`);
+    const info: IncomingInfo = { migrationId: b.migrationId, state: 'waiting', lanesPort: this.lanes!.port };
+    this.incoming.set(b.migrationId, { info, request: b, lanes: {}, machine });
+    this.options.log(`expecting VM ${b.vm} from ${b.from} (migration ${b.migrationId})`);
+    return info;
+  }
+
+  private laneArrived(lane: LaneConnection): void {
+    const inc = this.incoming.get(lane.migrationId);
+    if (!inc || inc.driver) throw new Error(`no migration '${lane.migrationId}' expected here`);
+    inc.lanes[lane.lane] = lane;
+    if (!(inc.lanes.control && inc.lanes.bulk && inc.lanes.urgent)) return;
+    const driver = new DestinationDriver(inc.machine, inc.lanes as Lanes, (l) =>
+      this.options.log(`${lane.migrationId}: ${l}`),
+    );
+    inc.driver = driver;
+    inc.info.state = 'running';
+    void driver.done.then(async (r) => {
+      const stats = r.outcome === 'completed' ? await inc.machine.collectStats() : undefined;
+      inc.info.state = 'done';
+      inc.info.result = {
+        outcome: r.outcome,
+        reason: r.reason,
+        resumedAt: r.resumedAt,
+        ramHash: r.ramHash,
+        remoteFaults: r.remoteFaults,
+        faultLatencyUs: percentiles([...r.faultLatencySamplesUs]),
+        faultLatencyHistogram: histogram(r.faultLatencySamplesUs),
+        asyncFaults: stats?.asyncFaults ?? 0,
+        syncFaults: stats?.syncFaults ?? 0,
+        vcpuBlockedMs: stats?.blockedMs ?? 0,
+      };
+      const b = inc.request;
+      if (r.outcome === 'completed' || (r.outcome === 'failed' && inc.machine.running)) {
+        const vm = this.addVm(b.vm, inc.machine.spec, b.app, b.appOptions, inc.machine, 'running');
+        await vm.endpoint.listen(this.options.host);
+        this.options.log(`VM ${b.vm} now runs here, clients on port ${vm.endpoint.port}`);
+      } else await inc.machine.stop();
+    });
+  }
+
+  private incomingInfo(id: string): IncomingInfo {
+    const inc = this.incoming.get(id);
+    if (!inc) throw new ApiError(404, `no incoming migration '${id}' on this host`);
+    return inc.info;
+  }
+}
+
+function machineSpec(
+  ramMiB: number,
+  vcpus: number,
+  app: string,
+  appOptions: Record<string, unknown>,
+  servers: number,
+): MachineSpec {
+  const ramBytes = ramMiB * 2 ** 20;
+  const base = kernelPages(vcpus) * PAGE_SIZE;
+  return {
+    ramBytes,
+    vcpus,
+    app: { module: APP_MODULE, kind: app, base, size: ramBytes - base, options: appOptions },
+    servers,
+    job: app === 'memtouch',
+    faultLimit: 64,
+  };
+}
+
+async function readJson(req: http.IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of req) {
+    size += (c as Buffer).length;
+    if (size > 1 << 20) throw new ApiError(413, 'request body over 1 MiB');
+    chunks.push(c as Buffer);
+  }
+  const text = Buffer.concat(chunks).toString('utf8');
+  if (!text) return {};
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new ApiError(400, 'request body is not JSON');
+  }
+}

@@ -1,0 +1,93 @@
+// Page contents on the wire: the source fills a batch from guest RAM (zero pages travel as
+// a bit in the mask), the destination installs the pages the engine accepts, and both keep
+// per-page checksums so the end of a migration can prove the RAM arrived intact.
+
+import { Worker } from 'node:worker_threads';
+import { crc32 } from 'node:zlib';
+import type { PageBatch } from '../engine/messages.ts';
+import { PAGE_SIZE } from '../engine/messages.ts';
+import type { GuestRam } from '../guest/ram.ts';
+
+const ZERO_PAGE_CRC = crc32(new Uint8Array(PAGE_SIZE));
+
+/** Attaches the pages' contents (non-zero pages back to back) and the zero mask. */
+export function fillBatch(ram: GuestRam, batch: PageBatch): void {
+  const mask = new Uint8Array(Math.ceil(batch.pageCount / 8));
+  const chunks: Uint8Array[] = [];
+  let i = 0;
+  let zeros = 0;
+  for (let r = 0; r < batch.runs.length; r += 2)
+    for (let p = batch.runs[r]; p < batch.runs[r] + batch.runs[r + 1]; p++, i++) {
+      if (ram.isZeroPage(p)) {
+        mask[i >> 3] |= 1 << (i & 7);
+        zeros++;
+      } else chunks.push(ram.page(p));
+    }
+  const data = new Uint8Array(chunks.length * PAGE_SIZE);
+  chunks.forEach((c, k) => {
+    data.set(c, k * PAGE_SIZE);
+  });
+  batch.zeroMask = mask;
+  batch.zeroCount = zeros;
+  batch.data = data;
+}
+
+/**
+ * Writes the pages of `batch` that fall in `install` (runs the destination engine accepted)
+ * into guest RAM, records their checksums and marks them present.
+ */
+export function installBatch(ram: GuestRam, batch: PageBatch, install: number[], sums: Uint32Array): void {
+  if (!batch.data || !batch.zeroMask) throw new Error('pages frame without contents');
+  let r = 0; // index into install runs
+  let i = 0; // page index in the batch
+  let off = 0; // offset in batch.data
+  for (let k = 0; k < batch.runs.length; k += 2)
+    for (let p = batch.runs[k]; p < batch.runs[k] + batch.runs[k + 1]; p++, i++) {
+      const zero = (batch.zeroMask[i >> 3] >> (i & 7)) & 1;
+      while (r < install.length && install[r] + install[r + 1] <= p) r += 2;
+      const wanted = r < install.length && install[r] <= p;
+      if (wanted) {
+        if (zero) {
+          // fresh guest RAM is zero already: most zero pages cost only a look
+          if (!ram.isZeroPage(p)) ram.page(p).fill(0);
+          sums[p] = ZERO_PAGE_CRC;
+        } else {
+          const dst = ram.page(p);
+          dst.set(batch.data.subarray(off, off + PAGE_SIZE));
+          sums[p] = crc32(dst);
+        }
+      }
+      if (!zero) off += PAGE_SIZE;
+    }
+  for (let k = 0; k < install.length; k += 2) ram.markPresent(install[k], install[k + 1]);
+}
+
+/** Folds per-page checksums into one value, page numbers included (order matters). */
+export function foldSums(sums: Uint32Array): string {
+  let a = 0x811c9dc5;
+  let b = 0;
+  for (let p = 0; p < sums.length; p++) {
+    a = Math.imul(a ^ sums[p], 0x01000193) >>> 0;
+    b = (b + Math.imul(sums[p] ^ p, 0x9e3779b1)) >>> 0;
+  }
+  return `${a.toString(16).padStart(8, '0')}${b.toString(16).padStart(8, '0')}`;
+}
+
+/** Checksums of every page of `ram` as it is now (the source, once the guest stopped). */
+export function pageSums(ram: GuestRam): Uint32Array {
+  const sums = new Uint32Array(ram.pages);
+  for (let p = 0; p < ram.pages; p++) sums[p] = ram.isZeroPage(p) ? ZERO_PAGE_CRC : crc32(ram.page(p));
+  return sums;
+}
+
+/** The folded checksum of `ram`, computed on a worker thread. */
+export function ramHashOffThread(ram: GuestRam): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const w = new Worker(new URL('./ram-hash-worker.mjs', import.meta.url), { workerData: ram.buffers });
+    w.once('message', (h: string) => {
+      resolve(h);
+      void w.terminate();
+    });
+    w.once('error', reject);
+  });
+}

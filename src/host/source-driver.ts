@@ -1,0 +1,228 @@
+// The real world's source side: the engine's MigrationSource fed with the VM's guest RAM
+// and dirty log, its messages sent over the lanes, the guest stopped when the engine asks.
+
+import type { MigrationConfig } from '../engine/config.ts';
+import { batchBytes } from '../engine/config.ts';
+import type { DestinationMessage, Message, SourceMessage } from '../engine/messages.ts';
+import { PAGE_SIZE } from '../engine/messages.ts';
+import { MigrationSource } from '../engine/source.ts';
+import type { Outcome } from '../engine/stats.ts';
+import { type DeviceState, encodeDeviceState, type GuestMachine } from '../guest/machine.ts';
+import { fillBatch, ramHashOffThread } from './pages.ts';
+import type { LaneConnection } from './transport.ts';
+
+export interface Lanes {
+  control: LaneConnection;
+  bulk: LaneConnection;
+  urgent: LaneConnection;
+}
+
+export interface SourceResult {
+  outcome: Outcome;
+  reason: string;
+  /** The guest stopped here at, and the destination resumed it at (ms, this host's clock). */
+  stoppedAt: number;
+  startedAt: number;
+  endedAt: number;
+}
+
+/** Pages per bulk frame. */
+const BATCH_PAGES = 64;
+/** Absolute milliseconds (comparable between hosts on one machine), sub-ms precision. */
+const now = () => performance.timeOrigin + performance.now();
+
+export class SourceDriver {
+  readonly source: MigrationSource;
+  private waitingDrain = false;
+  private paceFrom = 0;
+  private paceTimer: NodeJS.Timeout | undefined;
+  private stopping = false;
+  private state: DeviceState | undefined;
+  private finished = false;
+  private result: Partial<SourceResult> = { stoppedAt: -1 };
+  private resolveDone!: (r: SourceResult) => void;
+  readonly done: Promise<SourceResult>;
+  /** The RAM's checksum at the stop, once computed (compare with the destination's). */
+  ramHash: Promise<string> | undefined;
+  /** Progress for displays: bytes handed to the lanes so far. */
+  bytesSent = 0;
+
+  constructor(
+    private readonly machine: GuestMachine,
+    private readonly lanes: Lanes,
+    config: MigrationConfig,
+    private readonly log: (line: string) => void = () => {},
+    /** Caps the page rate (Mbit/s of page data on the bulk lane). */
+    private readonly maxBandwidthMbps?: number,
+  ) {
+    const ram = machine.ram;
+    this.source = new MigrationSource(
+      config,
+      { pageCount: ram.pages, zeroPagesIn: (s, n) => ram.zeroPagesIn(s, n) },
+      {
+        sync: (_now, into) => {
+          ram.syncDirty(into);
+        },
+      },
+    );
+    this.done = new Promise((r) => {
+      this.resolveDone = r;
+    });
+    for (const lane of [lanes.control, lanes.bulk, lanes.urgent]) {
+      lane.onMessage((m) => this.receive(m));
+      lane.onClose((e) => this.laneLost(lane.lane, e?.message ?? 'closed'));
+    }
+    lanes.bulk.onDrain(() => {
+      this.waitingDrain = false;
+      this.pump();
+    });
+  }
+
+  get pages(): number {
+    return this.machine.ram.pages;
+  }
+
+  start(): void {
+    this.result.startedAt = now();
+    this.paceFrom = now();
+    this.source.start(now());
+    this.afterEngine();
+  }
+
+  /** Cancels before the switchover; false when it is too late. */
+  cancel(reason: string): boolean {
+    const ok = this.source.cancel(now(), reason);
+    this.afterEngine();
+    return ok;
+  }
+
+  private receive(m: Message): void {
+    this.source.receive(now(), m as DestinationMessage);
+    this.afterEngine();
+  }
+
+  private afterEngine(): void {
+    this.pumpUrgent();
+    this.events();
+    this.pump();
+  }
+
+  private events(): void {
+    for (const e of this.source.takeEvents()) {
+      switch (e.type) {
+        case 'stop-guest':
+          this.stopGuest();
+          break;
+        case 'guest-stopped':
+          this.result.stoppedAt = e.at;
+          break;
+        case 'guest-continued':
+          if (this.state) this.machine.resume(this.state);
+          break;
+        case 'finished':
+          this.finish(e.outcome, e.reason);
+          break;
+        case 'postcopy-started':
+          break;
+      }
+    }
+  }
+
+  /** Stops the guest at a task boundary, then lets the engine sync and switch over. */
+  private stopGuest(): void {
+    if (this.stopping) return;
+    this.stopping = true;
+    void this.machine.pause().then(
+      (state) => {
+        this.state = state;
+        this.source.guestStopped(now(), encodeDeviceState(state));
+        this.afterEngine();
+      },
+      (e: Error) => this.finish('failed', `could not stop the guest: ${e.message}`),
+    );
+  }
+
+  private send(lane: LaneConnection, m: SourceMessage): boolean {
+    if (m.type === 'pages') fillBatch(this.machine.ram, m.batch);
+    const ok = lane.send(m);
+    const bytes = m.type === 'pages' ? batchBytes(m.batch.pageCount, m.batch.zeroCount) : 64;
+    this.bytesSent += bytes;
+    this.source.sent(now(), bytes);
+    return ok;
+  }
+
+  private pumpUrgent(): void {
+    while (this.source.hasWork('urgent')) {
+      const m = this.source.next(now(), 'urgent', Number.POSITIVE_INFINITY);
+      if (!m) break;
+      this.send(this.lanes.urgent, m);
+    }
+  }
+
+  /** Under a bandwidth cap: true when the bulk lane must wait (a timer resumes it). */
+  private paced(): boolean {
+    if (!this.maxBandwidthMbps) return false;
+    const allowed = ((now() - this.paceFrom) * this.maxBandwidthMbps * 1e6) / 8 / 1000;
+    if (this.bytesSent <= allowed) return false;
+    if (!this.paceTimer) {
+      const waitMs = ((this.bytesSent - allowed) * 8 * 1000) / (this.maxBandwidthMbps * 1e6);
+      this.paceTimer = setTimeout(
+        () => {
+          this.paceTimer = undefined;
+          this.pump();
+        },
+        Math.max(1, waitMs),
+      );
+    }
+    return true;
+  }
+
+  private pump(): void {
+    if (this.finished) return;
+    while (!this.waitingDrain && this.source.hasWork('bulk') && !this.paced()) {
+      const m = this.source.next(now(), 'bulk', BATCH_PAGES * (PAGE_SIZE + 8));
+      if (!m) break;
+      if (!this.send(this.lanes.bulk, m)) this.waitingDrain = true;
+      this.events();
+      this.pumpUrgent();
+    }
+    this.events();
+  }
+
+  private laneLost(lane: string, why: string): void {
+    if (this.finished) return;
+    const phase = this.source.phase;
+    if (phase === 'precopy') this.cancel(`the ${lane} lane broke: ${why}`);
+    else if (phase === 'stopping' || phase === 'stop-and-copy') {
+      // the destination never resumed: the guest carries on here
+      if (this.state) this.machine.resume(this.state);
+      this.finish('aborted', `the ${lane} lane broke during the stop-and-copy: ${why}`);
+    } else this.finish('failed', `the ${lane} lane broke in ${phase}: ${why}`);
+  }
+
+  private finish(outcome: Outcome, reason: string): void {
+    if (this.finished) return;
+    this.finished = true;
+    clearTimeout(this.paceTimer);
+    this.result.outcome = outcome;
+    this.result.reason = reason;
+    this.result.endedAt = now();
+    this.log(`migration ${outcome}: ${reason}`);
+    if (outcome === 'completed') {
+      // the RAM has been frozen since the stop: its checksum is what the destination must
+      // have received (computed now, off the switchover's path)
+      this.ramHash = ramHashOffThread(this.machine.ram);
+      void this.machine.stop();
+    }
+    // last words (an abort) go out before the lanes close
+    for (let m = this.source.next(now(), 'bulk', 0); m; m = this.source.next(now(), 'bulk', 0)) {
+      try {
+        this.lanes.bulk.send(m);
+      } catch {
+        break;
+      }
+    }
+    for (const l of [this.lanes.control, this.lanes.bulk, this.lanes.urgent]) l.close();
+    this.resolveDone(this.result as SourceResult);
+  }
+}
