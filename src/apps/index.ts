@@ -5,9 +5,12 @@ import type { GuestAccess } from '../guest/access.ts';
 import type { GuestApp } from '../guest/vcpu-protocol.ts';
 import { KvStore } from './kv.ts';
 import { MEMTOUCH_OPTIONS, Memtouch, type MemtouchOptions } from './memtouch.ts';
+import { encodeError } from './resp.ts';
 
 export const APP_KINDS = ['kv', 'memtouch'] as const;
 export type AppKind = (typeof APP_KINDS)[number];
+
+const NO_COMMANDS = encodeError('ERR memtouch is a batch job: it serves no commands');
 
 /** This module's URL: vCPU workers import it to open the app. */
 export const APP_MODULE = import.meta.url;
@@ -20,6 +23,20 @@ export function formatApp(kind: string, options: Record<string, unknown>, mem: G
   if (kind === 'kv') KvStore.format(mem);
   else if (kind === 'memtouch') Memtouch.format(mem, memtouchOptions(options));
   else throw new Error(`unknown app '${kind}' (known: ${APP_KINDS.join(', ')})`);
+}
+
+/**
+ * A few counters read from the app's state in guest RAM (its header page only): memtouch
+ * `steps` and `pagesWritten`, kv `keys`.
+ */
+export function appStats(
+  kind: string,
+  options: Record<string, unknown>,
+  mem: GuestAccess,
+): Record<string, number> {
+  if (kind === 'memtouch') return { ...Memtouch.open(mem, memtouchOptions(options)).progress() };
+  if (kind === 'kv') return { keys: KvStore.open(mem).stats().keys };
+  throw new Error(`unknown app '${kind}' (known: ${APP_KINDS.join(', ')})`);
 }
 
 /**
@@ -39,6 +56,8 @@ export function openApp(kind: string, options: Record<string, unknown>, mem: Gue
   if (kind === 'memtouch') {
     let job: Memtouch | undefined;
     return {
+      // a batch job: a client's command gets an error reply (and leaves the job running)
+      execute: () => NO_COMMANDS,
       step: () => {
         job ??= Memtouch.open(mem, memtouchOptions(options));
         return job.step();

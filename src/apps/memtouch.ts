@@ -16,12 +16,15 @@ export interface MemtouchOptions {
   workingSetBytes: number;
   /** Pages per step. */
   pagesPerStep: number;
+  /** Write every page of the working set once when the job is set up (RAM full of data). */
+  prefill: boolean;
 }
 
 export const MEMTOUCH_OPTIONS: MemtouchOptions = {
   rateMBps: 50,
   workingSetBytes: 16 * 2 ** 20,
   pagesPerStep: 16,
+  prefill: false,
 };
 
 export class Memtouch {
@@ -38,7 +41,25 @@ export class Memtouch {
   static format(mem: GuestAccess, options: MemtouchOptions): Memtouch {
     mem.writeU32(0, MAGIC);
     for (let i = 4; i < 16; i += 4) mem.writeU32(i, 0);
-    return new Memtouch(mem, options);
+    const job = new Memtouch(mem, options);
+    if (options.prefill) {
+      const page = new Uint8Array(PAGE);
+      for (let p = 0; p < job.pages; p++) {
+        // distinct, incompressible-looking contents: no page is a zero page
+        let x = (p + 1) * 2654435761;
+        for (let i = 0; i < PAGE; i += 4) {
+          x ^= x << 13;
+          x ^= x >>> 17;
+          x ^= x << 5;
+          page[i] = x;
+          page[i + 1] = x >>> 8;
+          page[i + 2] = x >>> 16;
+          page[i + 3] = x >>> 24;
+        }
+        mem.write(HEADER + p * PAGE, page);
+      }
+    }
+    return job;
   }
 
   static open(mem: GuestAccess, options: MemtouchOptions): Memtouch {

@@ -15,6 +15,11 @@ export interface GuestMemory {
   readonly pageCount: number;
   /** How many of the pages [start, start + count) are zero pages. */
   zeroPagesIn(start: number, count: number): number;
+  /**
+   * Supplies a batch's contents (data, zero mask and zero count) in one pass over its pages,
+   * when the driver carries contents; without it the engine counts zero pages itself.
+   */
+  fillBatch?(batch: PageBatch): void;
 }
 
 /** The guest's dirty log, as the driver keeps it. */
@@ -253,17 +258,17 @@ export class MigrationSource {
     let verdict = this.policy.verdict(progress);
     if (dirty === 0) verdict = 'stop'; // nothing left to send: stopping costs nothing
     if (verdict === 'stop') {
-      this.closeRound();
+      this.closeRound(now);
       this.requestStop(now, 'stop-and-copy');
       return false;
     }
     if (this.config.mode === 'hybrid' && this.hybridSwitchDue(dirty)) {
-      this.closeRound();
+      this.closeRound(now);
       this.requestStop(now, 'postcopy');
       return false;
     }
     if (verdict === 'give-up') {
-      this.closeRound();
+      this.closeRound(now);
       const what = this.config.stop.onNoConvergence;
       if (what === 'abort') {
         this.control.push({ type: 'abort', reason: `precopy did not converge (${this.policy.name})` });
@@ -271,7 +276,7 @@ export class MigrationSource {
       } else this.requestStop(now, what === 'force' ? 'stop-and-copy' : 'postcopy');
       return false;
     }
-    this.closeRound();
+    this.closeRound(now);
     this.control.push({ type: 'roundEnd', round: this.stats.rounds });
     this.stats.rounds++;
     this.previousSyncPages = dirty;
@@ -279,8 +284,9 @@ export class MigrationSource {
   }
 
   /** A round is what was sent between two dirty-log syncs. */
-  private closeRound(): void {
+  private closeRound(now: number): void {
     this.stats.roundPages.push(this.sentThisRound);
+    this.stats.roundEndMs.push(now - this.startedAt);
     this.sentThisRound = 0;
   }
 
@@ -365,9 +371,11 @@ export class MigrationSource {
   }
 
   private batch(kind: PageKind, runs: number[], pageCount: number): PageBatch {
-    let zeroCount = 0;
-    for (let i = 0; i < runs.length; i += 2) zeroCount += this.memory.zeroPagesIn(runs[i], runs[i + 1]);
-    return { kind, runs, pageCount, zeroCount };
+    const b: PageBatch = { kind, runs, pageCount, zeroCount: 0 };
+    if (this.memory.fillBatch) this.memory.fillBatch(b);
+    else
+      for (let i = 0; i < runs.length; i += 2) b.zeroCount += this.memory.zeroPagesIn(runs[i], runs[i + 1]);
+    return b;
   }
 
   /** Accounts a batch as it is handed to the transport. */

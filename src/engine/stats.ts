@@ -12,6 +12,8 @@ export interface SourceStats {
   rounds: number;
   /** Pages in each precopy round, in order. */
   roundPages: number[];
+  /** When each precopy round ended, ms since the migration started. */
+  roundEndMs: number[];
   /** Bandwidth the stop rule last used, bytes/s. */
   bandwidth: number;
 }
@@ -22,6 +24,7 @@ export function newSourceStats(): SourceStats {
     pagesSent: { bulk: 0, urgent: 0, prepaged: 0, resent: 0, zero: 0 },
     rounds: 0,
     roundPages: [],
+    roundEndMs: [],
     bandwidth: 0,
   };
 }

@@ -233,6 +233,9 @@ export class GuestMachine {
     }
     this.pausing = null;
     this.running = false;
+    // the requests handed back run again wherever the guest resumes: their clients hear
+    // nothing more from here (they reconnect and send them again)
+    this.dropReplies('the guest stopped here');
     return { spec: this.spec, pending: pending.sort((a, b) => a.id - b.id), nextRequestId: this.nextId };
   }
 

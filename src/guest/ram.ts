@@ -11,6 +11,8 @@ export interface RamBuffers {
   data: SharedArrayBuffer;
   presence: SharedArrayBuffer;
   dirty: SharedArrayBuffer;
+  /** [vCPUs waiting for a page]: installing pages wakes no one when it is 0. */
+  waiters: SharedArrayBuffer;
 }
 
 export const PRESENT = 1;
@@ -26,6 +28,7 @@ export class GuestRam {
   readonly presence: Int32Array;
   /** One bit per page, 32 pages per word. */
   readonly dirty: Int32Array;
+  private readonly waiters: Int32Array;
   private readonly words: Uint32Array;
 
   constructor(readonly buffers: RamBuffers) {
@@ -34,6 +37,7 @@ export class GuestRam {
     this.pages = this.bytes.byteLength / PAGE_SIZE;
     this.presence = new Int32Array(buffers.presence);
     this.dirty = new Int32Array(buffers.dirty);
+    this.waiters = new Int32Array(buffers.waiters);
   }
 
   /** New RAM of `bytes` (a multiple of 4 KiB); every page present, or every page missing. */
@@ -46,6 +50,7 @@ export class GuestRam {
       data: new SharedArrayBuffer(bytes),
       presence: new SharedArrayBuffer(pages * 4),
       dirty: new SharedArrayBuffer(Math.ceil(pages / 32) * 4),
+      waiters: new SharedArrayBuffer(4),
     });
     if (present) ram.presence.fill(PRESENT);
     return ram;
@@ -61,11 +66,10 @@ export class GuestRam {
 
   /** Marks pages present and wakes every vCPU waiting on them. */
   markPresent(start: number, count: number): void {
-    for (let p = start; p < start + count; p++) {
-      if (this.presence[p] === PRESENT) continue;
-      Atomics.store(this.presence, p, PRESENT);
-      Atomics.notify(this.presence, p);
-    }
+    for (let p = start; p < start + count; p++) Atomics.store(this.presence, p, PRESENT);
+    // a waiter registers before it checks presence, so it is seen here or sees the page
+    if (Atomics.load(this.waiters, 0) > 0)
+      for (let p = start; p < start + count; p++) Atomics.notify(this.presence, p);
   }
 
   markMissing(start: number, count: number): void {
@@ -74,24 +78,30 @@ export class GuestRam {
 
   /** Waits (blocking this thread) until `pfn` is present or `timeoutMs` passed; true when present. */
   waitPresent(pfn: number, timeoutMs = Number.POSITIVE_INFINITY): boolean {
-    while (Atomics.load(this.presence, pfn) !== PRESENT) {
-      if (Atomics.wait(this.presence, pfn, MISSING, timeoutMs) === 'timed-out') return this.isPresent(pfn);
+    Atomics.add(this.waiters, 0, 1);
+    try {
+      while (Atomics.load(this.presence, pfn) !== PRESENT) {
+        if (Atomics.wait(this.presence, pfn, MISSING, timeoutMs) === 'timed-out') return this.isPresent(pfn);
+      }
+      return true;
+    } finally {
+      Atomics.sub(this.waiters, 0, 1);
     }
-    return true;
   }
 
   /** Records a write to `pfn` in the dirty log (the bit is tested first: no atomic when set). */
   logWrite(pfn: number): void {
     const w = pfn >>> 5;
     const bit = 1 << (pfn & 31);
-    if ((this.dirty[w] & bit) === 0) Atomics.or(this.dirty, w, bit);
+    // the test is an atomic load too: a plain read could see a bit the source just cleared
+    if ((Atomics.load(this.dirty, w) & bit) === 0) Atomics.or(this.dirty, w, bit);
   }
 
   /** Moves the dirty log into `into` and clears it (a word at a time, atomically). */
   syncDirty(into: PageSet): number {
     let n = 0;
     for (let w = 0; w < this.dirty.length; w++) {
-      if (this.dirty[w] === 0) continue;
+      if (Atomics.load(this.dirty, w) === 0) continue;
       let bits = Atomics.exchange(this.dirty, w, 0);
       while (bits !== 0) {
         const b = 31 - Math.clz32(bits & -bits);

@@ -9,9 +9,15 @@ export interface VmInfo {
   ramMiB: number;
   vcpus: number;
   app: string;
+  /** `incoming`: it runs here while its pages still arrive (postcopy); `migrating`: it is leaving. */
   state: 'running' | 'migrating' | 'incoming' | 'stopped';
   /** host:port where clients reach the app (Redis protocol for kv). */
   endpoint: string;
+  /**
+   * Counters read from the app's state in guest RAM (memtouch: `steps`, `pagesWritten`;
+   * kv: `keys`); absent while the app's header page has not arrived here.
+   */
+  appStats?: Record<string, number>;
 }
 
 export interface CreateVm {

@@ -33,6 +33,8 @@ export class DestinationDriver {
   private readonly result: Partial<DestinationResult> = { resumedAt: -1, postcopy: false };
   private resolveDone!: (r: DestinationResult) => void;
   readonly done: Promise<DestinationResult>;
+  /** The guest runs here now (at the switchover; in postcopy before every page arrived). */
+  onResumed: () => void = () => {};
 
   constructor(
     private readonly machine: GuestMachine,
@@ -84,6 +86,7 @@ export class DestinationDriver {
     this.result.resumedAt = at;
     this.result.postcopy = postcopy;
     this.machine.resume(state);
+    this.onResumed();
   }
 
   /** Demand requests go on the urgent lane, everything else on the control lane. */

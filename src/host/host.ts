@@ -3,7 +3,7 @@
 
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
-import { APP_KINDS, APP_MODULE, formatApp } from '../apps/index.ts';
+import { APP_KINDS, APP_MODULE, appStats, formatApp } from '../apps/index.ts';
 import { migrationConfig } from '../engine/config.ts';
 import { PAGE_SIZE } from '../engine/messages.ts';
 import { histogram, percentiles } from '../engine/stats.ts';
@@ -164,6 +164,7 @@ export class Host {
       app: vm.app,
       state: vm.state,
       endpoint: `${this.options.host}:${vm.endpoint.port}`,
+      appStats: appStatsOf(vm),
     }));
   }
 
@@ -226,6 +227,8 @@ export class Host {
     if (!vm) throw new ApiError(404, `no VM named '${name}' on this host`);
     if (vm.state === 'migrating')
       throw new ApiError(409, `VM '${name}' is migrating; cancel the migration first`);
+    if (vm.state === 'incoming')
+      throw new ApiError(409, `VM '${name}' is still receiving its pages; stop it once they have arrived`);
     const info = this.info(vm);
     await vm.endpoint.close();
     await vm.machine?.stop();
@@ -243,7 +246,15 @@ export class Host {
     if (!['precopy', 'postcopy', 'hybrid'].includes(b.mode))
       throw new ApiError(400, `mode: '${b.mode}' is not one of precopy, postcopy, hybrid`);
     const id = `${vm.name}-${randomBytes(4).toString('hex')}`;
-    const to = new URL(b.to);
+    let to: URL;
+    try {
+      to = new URL(b.to);
+    } catch {
+      throw new ApiError(400, `to: '${b.to}' is not a URL`);
+    }
+    // the destination's refusal is named as such (not mistaken for this host's answer)
+    const refused = (e: unknown) =>
+      new ApiError(502, `destination ${b.to}: ${(e as Error)?.message ?? String(e)}`);
     const incoming = await call<IncomingInfo>(b.to, this.secretHex, 'POST', '/v1/incoming', {
       migrationId: id,
       vm: vm.name,
@@ -254,7 +265,9 @@ export class Host {
       servers: vm.spec.servers,
       cooperative: b.cooperative,
       from: this.options.id,
-    } satisfies IncomingRequest);
+    } satisfies IncomingRequest).catch((e) => {
+      throw refused(e);
+    });
     const lanes: Partial<Lanes> = {};
     for (const lane of ['control', 'bulk', 'urgent'] as const)
       lanes[lane] = await connectLane({
@@ -264,6 +277,8 @@ export class Host {
         migrationId: id,
         lane,
         capabilities: ALL_CAPABILITIES,
+      }).catch((e) => {
+        throw refused(e);
       });
     const config = migrationConfig({
       mode: b.mode,
@@ -285,12 +300,15 @@ export class Host {
     driver.start();
     void driver.done.then(async (r) => {
       const report = await this.finalReport(id, b, vm.name, startedAt, driver, r);
-      if (report.outcome === 'completed') {
-        // the VM runs on the destination now: release it here
+      if (r.outcome === 'completed') {
+        // the VM runs on the destination now (even when the integrity check then fails:
+        // the guest stopped here for good): release it here
         await vm.endpoint.close();
         this.vms.delete(vm.name);
       } else {
-        vm.state = 'running';
+        // aborted: the guest carries on here; failed in postcopy: it ran on the destination
+        // and stays halted here (its RAM here is stale): listed as stopped, not running
+        vm.state = machine.running ? 'running' : 'stopped';
         if (!machine.running) vm.endpoint.dropClients();
       }
       info.report = report;
@@ -345,6 +363,7 @@ export class Host {
       pagesSent: { ...s.pagesSent },
       rounds: s.rounds,
       roundPages: [...s.roundPages],
+      roundEndMs: [...s.roundEndMs],
       remoteFaults: d?.remoteFaults ?? 0,
       asyncFaults: d?.asyncFaults ?? 0,
       syncFaults: d?.syncFaults ?? 0,
@@ -410,6 +429,20 @@ export class Host {
     );
     inc.driver = driver;
     inc.info.state = 'running';
+    const b = inc.request;
+    // clients reach the VM here from the moment it runs here (in postcopy, while pages
+    // still arrive), not only once the last page has landed
+    let published: Promise<Vm> | undefined;
+    const publish = (state: VmInfo['state']) => {
+      published ??= (async () => {
+        const vm = this.addVm(b.vm, inc.machine.spec, b.app, b.appOptions, inc.machine, state);
+        await vm.endpoint.listen(this.options.host);
+        this.options.log(`VM ${b.vm} now runs here, clients on port ${vm.endpoint.port}`);
+        return vm;
+      })();
+      return published;
+    };
+    driver.onResumed = () => void publish(driver.destination.phase === 'postcopy' ? 'incoming' : 'running');
     void driver.done.then(async (r) => {
       const stats = r.outcome === 'completed' ? await inc.machine.collectStats() : undefined;
       inc.info.state = 'done';
@@ -425,12 +458,9 @@ export class Host {
         syncFaults: stats?.syncFaults ?? 0,
         vcpuBlockedMs: stats?.blockedMs ?? 0,
       };
-      const b = inc.request;
-      if (r.outcome === 'completed' || (r.outcome === 'failed' && inc.machine.running)) {
-        const vm = this.addVm(b.vm, inc.machine.spec, b.app, b.appOptions, inc.machine, 'running');
-        await vm.endpoint.listen(this.options.host);
-        this.options.log(`VM ${b.vm} now runs here, clients on port ${vm.endpoint.port}`);
-      } else await inc.machine.stop();
+      if (r.outcome === 'completed' || (r.outcome === 'failed' && inc.machine.running))
+        (await publish('running')).state = 'running';
+      else await inc.machine.stop();
     });
   }
 
@@ -438,6 +468,18 @@ export class Host {
     const inc = this.incoming.get(id);
     if (!inc) throw new ApiError(404, `no incoming migration '${id}' on this host`);
     return inc.info;
+  }
+}
+
+/** The app's counters, read from guest RAM here when its header page is present. */
+function appStatsOf(vm: Vm): Record<string, number> | undefined {
+  const ram = vm.machine?.ram;
+  const { base, size } = vm.spec.app;
+  if (!ram?.isPresent(base / PAGE_SIZE)) return undefined;
+  try {
+    return appStats(vm.app, vm.appOptions, new ArrayAccess(ram.bytes.subarray(base, base + size)));
+  } catch {
+    return undefined; // read while a vCPU rewrote the header: none this time
   }
 }
 

@@ -13,48 +13,63 @@ const ZERO_PAGE_CRC = crc32(new Uint8Array(PAGE_SIZE));
 /** Attaches the pages' contents (non-zero pages back to back) and the zero mask. */
 export function fillBatch(ram: GuestRam, batch: PageBatch): void {
   const mask = new Uint8Array(Math.ceil(batch.pageCount / 8));
-  const chunks: Uint8Array[] = [];
+  const data = Buffer.allocUnsafe(batch.pageCount * PAGE_SIZE);
+  const ramBuf = Buffer.from(ram.buffers.data);
   let i = 0;
   let zeros = 0;
+  let off = 0;
   for (let r = 0; r < batch.runs.length; r += 2)
     for (let p = batch.runs[r]; p < batch.runs[r] + batch.runs[r + 1]; p++, i++) {
       if (ram.isZeroPage(p)) {
         mask[i >> 3] |= 1 << (i & 7);
         zeros++;
-      } else chunks.push(ram.page(p));
+      } else {
+        ramBuf.copy(data, off, p * PAGE_SIZE, (p + 1) * PAGE_SIZE);
+        off += PAGE_SIZE;
+      }
     }
-  const data = new Uint8Array(chunks.length * PAGE_SIZE);
-  chunks.forEach((c, k) => {
-    data.set(c, k * PAGE_SIZE);
-  });
   batch.zeroMask = mask;
   batch.zeroCount = zeros;
-  batch.data = data;
+  batch.data = data.subarray(0, off);
 }
 
 /**
- * Writes the pages of `batch` that fall in `install` (runs the destination engine accepted)
+ * Writes the pages of `batch` that fall in `install` (runs the destination engine accepted,
+ * each within one run of the batch, in the batch's order)
  * into guest RAM, records their checksums and marks them present.
  */
 export function installBatch(ram: GuestRam, batch: PageBatch, install: number[], sums: Uint32Array): void {
   if (!batch.data || !batch.zeroMask) throw new Error('pages frame without contents');
-  let r = 0; // index into install runs
+  const src = Buffer.from(batch.data.buffer, batch.data.byteOffset, batch.data.byteLength);
+  const dst = Buffer.from(ram.buffers.data);
+  // which pages of the batch to install: batch runs need not be in pfn order (the scan wraps)
+  const want = new Uint8Array(batch.pageCount);
+  for (let r = 0; r < install.length; r += 2) {
+    let index = 0;
+    for (let k = 0; k < batch.runs.length; k += 2) {
+      const s = batch.runs[k];
+      const n = batch.runs[k + 1];
+      if (install[r] >= s && install[r] < s + n) {
+        want.fill(1, index + install[r] - s, index + install[r] - s + install[r + 1]);
+        break;
+      }
+      index += n;
+    }
+  }
   let i = 0; // page index in the batch
   let off = 0; // offset in batch.data
   for (let k = 0; k < batch.runs.length; k += 2)
     for (let p = batch.runs[k]; p < batch.runs[k] + batch.runs[k + 1]; p++, i++) {
       const zero = (batch.zeroMask[i >> 3] >> (i & 7)) & 1;
-      while (r < install.length && install[r] + install[r + 1] <= p) r += 2;
-      const wanted = r < install.length && install[r] <= p;
-      if (wanted) {
+      if (want[i]) {
         if (zero) {
           // fresh guest RAM is zero already: most zero pages cost only a look
           if (!ram.isZeroPage(p)) ram.page(p).fill(0);
           sums[p] = ZERO_PAGE_CRC;
         } else {
-          const dst = ram.page(p);
-          dst.set(batch.data.subarray(off, off + PAGE_SIZE));
-          sums[p] = crc32(dst);
+          // Buffer.copy is a plain memmove; a typed-array set into shared memory is slower
+          src.copy(dst, p * PAGE_SIZE, off, off + PAGE_SIZE);
+          sums[p] = crc32(src.subarray(off, off + PAGE_SIZE));
         }
       }
       if (!zero) off += PAGE_SIZE;

@@ -26,6 +26,8 @@ export interface MigrationReport {
   rounds: number;
   /** Pages sent in each precopy round. */
   roundPages: number[];
+  /** When each precopy round ended, ms after the migration started. */
+  roundEndMs: number[];
   remoteFaults: number;
   /** Remote faults the guest took as async (not-present / ready) and as blocking faults. */
   asyncFaults: number;

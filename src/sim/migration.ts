@@ -343,6 +343,7 @@ export class SimMigration {
       pagesSent: { ...s.pagesSent },
       rounds: s.rounds,
       roundPages: [...s.roundPages],
+      roundEndMs: s.roundEndMs.map((t) => Math.round(t * 1000) / 1000),
       remoteFaults: d.remoteFaults,
       asyncFaults: rt ? rt.kernel.asyncFaults - this.guestBase.async : 0,
       syncFaults: rt ? rt.kernel.syncFaults - this.guestBase.sync : d.remoteFaults,

@@ -218,6 +218,7 @@ function failedReport(
     pagesSent: { bulk: 0, urgent: 0, prepaged: 0, resent: 0, zero: 0 },
     rounds: 0,
     roundPages: [],
+    roundEndMs: [],
     remoteFaults: 0,
     asyncFaults: 0,
     syncFaults: 0,

@@ -48,6 +48,7 @@ function migration(
     pagesSent: { bulk: pages, urgent: 900, prepaged: 3000, resent: 0, zero: 10 },
     rounds: 0,
     roundPages: [],
+    roundEndMs: [],
     remoteFaults: 1200,
     asyncFaults: 1100,
     syncFaults: 100,

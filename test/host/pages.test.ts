@@ -1,0 +1,91 @@
+// Page contents on the wire: filling a batch from guest RAM and installing it elsewhere.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import fc from 'fast-check';
+import type { PageBatch } from '../../src/engine/messages.ts';
+import { GuestRam } from '../../src/guest/ram.ts';
+import { fillBatch, foldSums, installBatch, pageSums } from '../../src/host/pages.ts';
+
+const PAGE = 4096;
+
+test('a batch installs exactly the accepted pages, whatever the order of its runs', () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 8, max: 96 }),
+      fc.array(fc.tuple(fc.nat(), fc.integer({ min: 1, max: 6 })), { minLength: 1, maxLength: 6 }),
+      fc.array(fc.boolean(), { minLength: 96, maxLength: 96 }),
+      fc.array(fc.boolean(), { minLength: 96, maxLength: 96 }),
+      (pages, rawRuns, zeroPages, accepted) => {
+        const src = GuestRam.create(pages * PAGE, true);
+        for (let p = 0; p < pages; p++) if (!zeroPages[p]) src.page(p).fill((p % 250) + 1);
+        // disjoint runs in any order (a wrapped scan sends high pfns before low ones)
+        const used = new Set<number>();
+        const runs: number[] = [];
+        for (const [start, len] of rawRuns) {
+          const s = start % pages;
+          let n = 0;
+          while (n < len && s + n < pages && !used.has(s + n)) used.add(s + n++);
+          if (n > 0) runs.push(s, n);
+        }
+        const batch: PageBatch = { kind: 'bulk', runs, pageCount: used.size, zeroCount: 0 };
+        fillBatch(src, batch);
+        assert.equal(batch.zeroCount, [...used].filter((p) => zeroPages[p]).length);
+        // the destination accepts sub-runs of each run, listed in the batch's order (as its
+        // engine reports them: a sub-run never spans two runs of the batch)
+        const install: number[] = [];
+        for (let k = 0; k < runs.length; k += 2) {
+          let open = false;
+          for (let p = runs[k]; p < runs[k] + runs[k + 1]; p++) {
+            if (!accepted[p]) {
+              open = false;
+              continue;
+            }
+            if (open) install[install.length - 1]++;
+            else install.push(p, 1);
+            open = true;
+          }
+        }
+        const dst = GuestRam.create(pages * PAGE, false);
+        dst.bytes.fill(0xee); // stale contents: what is not installed must stay as it was
+        const sums = new Uint32Array(pages);
+        installBatch(dst, batch, install, sums);
+        const want = pageSums(src);
+        for (let p = 0; p < pages; p++) {
+          const installed = used.has(p) && accepted[p];
+          assert.equal(dst.isPresent(p), installed, `page ${p} presence`);
+          if (installed) {
+            assert.deepEqual(dst.page(p), src.page(p), `page ${p} contents`);
+            assert.equal(sums[p], want[p], `page ${p} checksum`);
+          } else
+            assert.ok(
+              dst.page(p).every((b) => b === 0xee),
+              `page ${p} left alone`,
+            );
+        }
+      },
+    ),
+    { numRuns: 300 },
+  );
+});
+
+test('the folded checksum names every page and its place', () => {
+  const ram = GuestRam.create(8 * PAGE, true);
+  const before = foldSums(pageSums(ram));
+  ram.page(3)[7] = 1;
+  const changed = foldSums(pageSums(ram));
+  assert.notEqual(changed, before);
+  ram.page(3)[7] = 0;
+  ram.page(4)[7] = 1; // the same change on another page
+  assert.notEqual(foldSums(pageSums(ram)), changed);
+});
+
+test('the dirty log records writes and a sync clears it', async () => {
+  const { PageSet } = await import('../../src/engine/page-set.ts');
+  const ram = GuestRam.create(100 * PAGE, true);
+  for (const p of [0, 31, 32, 99, 31]) ram.logWrite(p);
+  const into = new PageSet(100);
+  assert.equal(ram.syncDirty(into), 4);
+  assert.deepEqual(into.toRuns(), [0, 1, 31, 2, 99, 1]);
+  const again = new PageSet(100);
+  assert.equal(ram.syncDirty(again), 0);
+});
