@@ -193,7 +193,9 @@ class Writer {
     for (const v of vs) this.u32(v);
   }
   bytes(b: Uint8Array) {
-    this.buf.set(b, this.pos);
+    // data built in place (see pagesFrameLayout) is already where it belongs
+    if (b.buffer !== this.buf.buffer || b.byteOffset !== this.buf.byteOffset + this.pos)
+      this.buf.set(b, this.pos);
     this.pos += b.length;
   }
 }
@@ -284,7 +286,7 @@ export function encodeMessage(msg: Message, seq: number, opts: EncodeOptions = {
   const bodyLength = HEADER_BYTES + p.size;
   const max = opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
   if (bodyLength > max) throw new RangeError(`${msg.type} frame body of ${bodyLength} bytes exceeds ${max}`);
-  const frame = new Uint8Array(4 + bodyLength + 4);
+  const frame = inPlace(msg, 4 + bodyLength + 4) ?? new Uint8Array(4 + bodyLength + 4);
   const w = new Writer(frame);
   w.u32(bodyLength);
   w.u8(WIRE_VERSION);
@@ -294,6 +296,23 @@ export function encodeMessage(msg: Message, seq: number, opts: EncodeOptions = {
   p.write(w);
   w.u32((opts.checksum ?? crc32)(frame.subarray(4, 4 + bodyLength)) >>> 0);
   return frame;
+}
+
+/** Where a pages frame's data goes, for a driver that builds the frame around its pages. */
+export function pagesFrameLayout(runPairs: number, pageCount: number, dataBytes: number) {
+  const prefix = 4 + HEADER_BYTES + 13 + runPairs * 8 + Math.ceil(pageCount / 8);
+  return { dataOffset: prefix, frameBytes: prefix + dataBytes + 4 };
+}
+
+/** The batch's own frame buffer, when its data already sits where the frame needs it. */
+function inPlace(msg: Message, frameBytes: number): Uint8Array | undefined {
+  if (msg.type !== 'pages') return undefined;
+  const { frame, data, zeroMask } = msg.batch;
+  if (!frame || !data || !zeroMask || frame.length !== frameBytes) return undefined;
+  const { dataOffset } = pagesFrameLayout(msg.batch.runs.length / 2, msg.batch.pageCount, data.length);
+  return data.buffer === frame.buffer && data.byteOffset === frame.byteOffset + dataOffset
+    ? frame
+    : undefined;
 }
 
 export interface EncoderOptions extends EncodeOptions {

@@ -23,6 +23,12 @@ export interface PageBatch {
   zeroCount: number;
   zeroMask?: Uint8Array;
   data?: Uint8Array;
+  /**
+   * A buffer laid out as this batch's whole frame (see `pagesFrameLayout` in the codec),
+   * with `data` already in place: the codec writes the header and checksum around it
+   * instead of copying the pages again.
+   */
+  frame?: Uint8Array;
 }
 
 export type SourceMessage =

@@ -410,6 +410,8 @@ export class Host {
     if (this.vms.has(b.vm)) throw new ApiError(409, `a VM named '${b.vm}' already runs on this host`);
     const spec = machineSpec(b.ramMiB, b.vcpus, b.app, b.appOptions, b.servers);
     const ram = GuestRam.create(spec.ramBytes, false);
+    // touch every page now, so the kernel maps the memory before pages pour in, not during
+    ram.bytes.fill(0);
     // the vCPUs start now, held until the switchover, so resuming costs no thread start
     const machine = await GuestMachine.boot(spec, ram, { cooperative: b.cooperative, paused: true });
     machine.onError = (m) => this.options.log(`incoming VM ${b.vm}: ${m}`);

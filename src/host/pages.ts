@@ -4,33 +4,44 @@
 
 import { Worker } from 'node:worker_threads';
 import { crc32 } from 'node:zlib';
+import { pagesFrameLayout } from '../engine/codec.ts';
 import type { PageBatch } from '../engine/messages.ts';
 import { PAGE_SIZE } from '../engine/messages.ts';
 import type { GuestRam } from '../guest/ram.ts';
 
 const ZERO_PAGE_CRC = crc32(new Uint8Array(PAGE_SIZE));
 
-/** Attaches the pages' contents (non-zero pages back to back) and the zero mask. */
+/**
+ * Attaches the pages' contents (non-zero pages back to back) and the zero mask, building
+ * the batch's frame around them so the codec does not copy the pages again.
+ */
 export function fillBatch(ram: GuestRam, batch: PageBatch): void {
   const mask = new Uint8Array(Math.ceil(batch.pageCount / 8));
-  const data = Buffer.allocUnsafe(batch.pageCount * PAGE_SIZE);
-  const ramBuf = Buffer.from(ram.buffers.data);
   let i = 0;
   let zeros = 0;
-  let off = 0;
   for (let r = 0; r < batch.runs.length; r += 2)
-    for (let p = batch.runs[r]; p < batch.runs[r] + batch.runs[r + 1]; p++, i++) {
+    for (let p = batch.runs[r]; p < batch.runs[r] + batch.runs[r + 1]; p++, i++)
       if (ram.isZeroPage(p)) {
         mask[i >> 3] |= 1 << (i & 7);
         zeros++;
-      } else {
-        ramBuf.copy(data, off, p * PAGE_SIZE, (p + 1) * PAGE_SIZE);
+      }
+  const dataBytes = (batch.pageCount - zeros) * PAGE_SIZE;
+  const layout = pagesFrameLayout(batch.runs.length / 2, batch.pageCount, dataBytes);
+  const frame = Buffer.allocUnsafeSlow(layout.frameBytes);
+  const ramBuf = Buffer.from(ram.buffers.data);
+  let off = layout.dataOffset;
+  i = 0;
+  for (let r = 0; r < batch.runs.length; r += 2)
+    for (let p = batch.runs[r]; p < batch.runs[r] + batch.runs[r + 1]; p++, i++)
+      if (!((mask[i >> 3] >> (i & 7)) & 1)) {
+        // a page written since the zero check travels as it is now (its write is logged)
+        ramBuf.copy(frame, off, p * PAGE_SIZE, (p + 1) * PAGE_SIZE);
         off += PAGE_SIZE;
       }
-    }
   batch.zeroMask = mask;
   batch.zeroCount = zeros;
-  batch.data = data.subarray(0, off);
+  batch.data = frame.subarray(layout.dataOffset, layout.dataOffset + dataBytes);
+  batch.frame = frame;
 }
 
 /**
