@@ -79,6 +79,8 @@ export interface IncomingInfo {
   migrationId: string;
   state: 'waiting' | 'running' | 'done';
   lanesPort: number;
+  /** Where the VM's clients connect here, once it has resumed here. */
+  endpoint?: string;
   result?: {
     outcome: string;
     reason: string;

@@ -71,6 +71,8 @@ export class Host {
   private readonly vms = new Map<string, Vm>();
   private readonly outgoing = new Map<string, Outgoing>();
   private readonly incoming = new Map<string, Incoming>();
+  /** Endpoints of VMs that left: they relay their clients to where the VM went. */
+  private readonly forwarders: RespEndpoint[] = [];
   private server: http.Server | undefined;
   private lanes: Listener | undefined;
   port = 0;
@@ -110,6 +112,7 @@ export class Host {
       await vm.machine?.stop();
     }
     for (const i of this.incoming.values()) await i.machine.stop();
+    for (const f of this.forwarders) await f.close();
     await this.lanes?.close();
     await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
   }
@@ -297,13 +300,18 @@ export class Host {
     const info: MigrationInfo = { id, vm: vm.name, state: 'running', progress: this.progressOf(driver) };
     this.outgoing.set(id, { info, driver });
     const startedAt = clock();
+    // clients stay connected: once the guest runs on the destination, they follow it there
+    driver.onEvent = (e) => {
+      if (e.type === 'guest-stopped') void this.followGuest(b.to, id, vm);
+      else if (e.type === 'guest-continued') vm.endpoint.resumeLocal();
+    };
     driver.start();
     void driver.done.then(async (r) => {
       const report = await this.finalReport(id, b, vm.name, startedAt, driver, r);
       if (r.outcome === 'completed') {
         // the VM runs on the destination now (even when the integrity check then fails:
         // the guest stopped here for good): release it here
-        await vm.endpoint.close();
+        this.forwarders.push(vm.endpoint); // it relays its clients to the VM's new home
         this.vms.delete(vm.name);
       } else {
         // aborted: the guest carries on here; failed in postcopy: it ran on the destination
@@ -403,6 +411,21 @@ export class Host {
     return m.info;
   }
 
+  /** Waits until the destination serves the VM, then relays this host's clients there. */
+  private async followGuest(to: string, id: string, vm: Vm): Promise<void> {
+    for (let i = 0; i < 500; i++) {
+      const inc = await call<IncomingInfo>(to, this.secretHex, 'GET', `/v1/incoming/${id}`).catch(
+        () => undefined,
+      );
+      if (inc?.endpoint) {
+        vm.endpoint.forward(inc.endpoint);
+        return;
+      }
+      if (inc?.state === 'done' || vm.machine?.running) return;
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  }
+
   // --- incoming migrations ------------------------------------------------------------------
 
   private async prepareIncoming(b: IncomingRequest): Promise<IncomingInfo> {
@@ -439,6 +462,7 @@ export class Host {
       published ??= (async () => {
         const vm = this.addVm(b.vm, inc.machine.spec, b.app, b.appOptions, inc.machine, state);
         await vm.endpoint.listen(this.options.host);
+        inc.info.endpoint = `${this.options.host}:${vm.endpoint.port}`;
         this.options.log(`VM ${b.vm} now runs here, clients on port ${vm.endpoint.port}`);
         return vm;
       })();

@@ -1,15 +1,27 @@
 // A VM's client endpoint on its host: Redis-protocol clients connect here; each command is
 // served by the guest (the kv app in guest RAM), one at a time per connection so replies
-// come back in order. When the guest leaves this host, connections close and clients
-// reconnect where it went (the virtual switch keeps them instead).
+// come back in order. When the guest moves away, connections are kept: the command in
+// flight and those queued behind it are sent on to the VM's new endpoint, and from then on
+// the bytes are relayed both ways (the virtual switch will take this role).
 
 import net from 'node:net';
-import { encodeError, RespParser } from '../apps/resp.ts';
+import { encodeCommand, encodeError, RespParser } from '../apps/resp.ts';
 import type { GuestMachine } from '../guest/machine.ts';
+
+interface Client {
+  socket: net.Socket;
+  parser: RespParser;
+  /** Commands not yet answered: the first is the one in flight. */
+  queue: Uint8Array[][];
+  busy: boolean;
+  relay?: net.Socket;
+}
 
 export class RespEndpoint {
   private server: net.Server | undefined;
-  private readonly sockets = new Set<net.Socket>();
+  private readonly clients = new Set<Client>();
+  /** Where the guest went: clients are relayed there. */
+  private movedTo: string | undefined;
   port = 0;
 
   constructor(
@@ -30,47 +42,82 @@ export class RespEndpoint {
   }
 
   private serve(socket: net.Socket): void {
-    this.sockets.add(socket);
+    const c: Client = { socket, parser: new RespParser(), queue: [], busy: false };
+    this.clients.add(c);
     socket.setNoDelay(true);
-    const parser = new RespParser();
-    const queue: Uint8Array[][] = [];
-    let busy = false;
-    const next = () => {
-      if (busy) return;
-      const args = queue.shift();
-      if (!args) return;
-      const m = this.machine();
-      if (!m?.running) {
-        // the guest is moving or gone: the client reconnects and retries
-        socket.destroy();
+    socket.on('data', (chunk) => {
+      if (c.relay) {
+        c.relay.write(chunk);
         return;
       }
-      busy = true;
-      m.execute(args).then(
-        (reply) => {
-          busy = false;
-          if (!socket.destroyed) socket.write(reply);
-          next();
-        },
-        () => socket.destroy(),
-      );
-    };
-    socket.on('data', (chunk) => {
-      const r = parser.push(chunk);
-      queue.push(...r.commands);
+      const r = c.parser.push(chunk);
+      c.queue.push(...r.commands);
       if (r.error) {
         socket.end(encodeError(`ERR ${r.error.message}`));
         return;
       }
-      next();
+      this.next(c);
     });
     socket.on('error', () => {});
-    socket.on('close', () => this.sockets.delete(socket));
+    socket.on('close', () => {
+      this.clients.delete(c);
+      c.relay?.destroy();
+    });
+    if (this.movedTo) this.relay(c, this.movedTo);
   }
 
-  /** Closes every client connection (the guest stopped here). */
+  private next(c: Client): void {
+    if (c.busy || c.relay || c.queue.length === 0) return;
+    if (this.movedTo) return this.relay(c, this.movedTo);
+    const m = this.machine();
+    // the guest is stopped for its switchover: the command waits for where it resumes
+    if (!m?.running) return;
+    c.busy = true;
+    m.execute(c.queue[0]).then(
+      (reply) => {
+        c.busy = false;
+        c.queue.shift();
+        if (!c.socket.destroyed) c.socket.write(reply);
+        this.next(c);
+      },
+      () => {
+        // the guest stopped before answering: the command is sent again where it resumes
+        c.busy = false;
+        this.next(c);
+      },
+    );
+  }
+
+  /** The guest runs here again (a migration was abandoned): serve what waited. */
+  resumeLocal(): void {
+    for (const c of this.clients) this.next(c);
+  }
+
+  /** The guest now runs at `endpoint`: relay every client there, unanswered commands first. */
+  forward(endpoint: string): void {
+    this.movedTo = endpoint;
+    this.log(`clients of port ${this.port} follow the VM to ${endpoint}`);
+    for (const c of this.clients) if (!c.busy) this.relay(c, endpoint);
+  }
+
+  private relay(c: Client, endpoint: string): void {
+    if (c.relay) return;
+    const i = endpoint.lastIndexOf(':');
+    const up = net.connect(Number(endpoint.slice(i + 1)), endpoint.slice(0, i).replace(/^\[|\]$/g, ''));
+    c.relay = up;
+    up.setNoDelay(true);
+    for (const args of c.queue) up.write(encodeCommand(args));
+    c.queue.length = 0;
+    const rest = c.parser.state().pending;
+    if (rest.length > 0) up.write(rest);
+    up.on('data', (d) => c.socket.write(d));
+    up.on('error', () => c.socket.destroy());
+    up.on('close', () => c.socket.destroy());
+  }
+
+  /** Closes every client connection. */
   dropClients(): void {
-    for (const s of this.sockets) s.destroy();
+    for (const c of this.clients) c.socket.destroy();
   }
 
   async close(): Promise<void> {

@@ -5,7 +5,7 @@ import type { MigrationConfig } from '../engine/config.ts';
 import { batchBytes } from '../engine/config.ts';
 import type { DestinationMessage, Message, SourceMessage } from '../engine/messages.ts';
 import { PAGE_SIZE } from '../engine/messages.ts';
-import { MigrationSource } from '../engine/source.ts';
+import { MigrationSource, type SourceEvent } from '../engine/source.ts';
 import type { Outcome } from '../engine/stats.ts';
 import { type DeviceState, encodeDeviceState, type GuestMachine } from '../guest/machine.ts';
 import { fillBatch, ramHashOffThread } from './pages.ts';
@@ -107,8 +107,12 @@ export class SourceDriver {
     this.pump();
   }
 
+  /** Called with every engine event, after the driver has acted on it. */
+  onEvent: (e: SourceEvent) => void = () => {};
+
   private events(): void {
     for (const e of this.source.takeEvents()) {
+      queueMicrotask(() => this.onEvent(e));
       switch (e.type) {
         case 'stop-guest':
           this.stopGuest();
@@ -117,7 +121,7 @@ export class SourceDriver {
           this.result.stoppedAt = e.at;
           break;
         case 'guest-continued':
-          if (this.state) this.machine.resume(this.state);
+          if (this.state) this.machine.resume({ ...this.state, pending: [] });
           break;
         case 'finished':
           this.finish(e.outcome, e.reason);
@@ -135,7 +139,9 @@ export class SourceDriver {
     void this.machine.pause().then(
       (state) => {
         this.state = state;
-        this.source.guestStopped(now(), encodeDeviceState(state));
+        // requests in progress stay with the host's client endpoint, which sends them again
+        // wherever the guest resumes; only the guest's own state moves
+        this.source.guestStopped(now(), encodeDeviceState({ ...state, pending: [] }));
         this.afterEngine();
       },
       (e: Error) => this.finish('failed', `could not stop the guest: ${e.message}`),
@@ -195,7 +201,7 @@ export class SourceDriver {
     if (phase === 'precopy') this.cancel(`the ${lane} lane broke: ${why}`);
     else if (phase === 'stopping' || phase === 'stop-and-copy') {
       // the destination never resumed: the guest carries on here
-      if (this.state) this.machine.resume(this.state);
+      if (this.state) this.machine.resume({ ...this.state, pending: [] });
       this.finish('aborted', `the ${lane} lane broke during the stop-and-copy: ${why}`);
     } else this.finish('failed', `the ${lane} lane broke in ${phase}: ${why}`);
   }

@@ -1,0 +1,666 @@
+// End to end: real `ferry host` processes on loopback, VMs migrating between them in every
+// mode while the load generator drives the kv app, and the ways a migration can go wrong
+// (wrong secret, the destination or the source host killed midway). Every migration's RAM
+// is checked by the hosts' integrity hash; the clients' view is checked by the load
+// generator (every command answered, every acknowledged SET readable afterwards).
+
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { encodeCommand, RespReplyParser, type RespValue } from '../../src/apps/resp.ts';
+import {
+  type CreateVm,
+  call,
+  type IncomingInfo,
+  type MigrationInfo,
+  type RealMigrationReport,
+  type StartMigration,
+  type VmInfo,
+} from '../../src/host/api.ts';
+import {
+  checkAcked,
+  type LoadOptions,
+  type LoadResult,
+  type LoadRun,
+  parseEndpoint,
+  runLoad,
+  startLoad,
+} from '../../src/host/loadgen.ts';
+import { connectLane, TransportError } from '../../src/host/transport.ts';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const FERRY = join(ROOT, 'bin/ferry.mjs');
+const TMP = mkdtempSync(join(tmpdir(), 'ferry-e2e-'));
+const SECRET = randomBytes(32).toString('hex');
+const SECRET_FILE = join(TMP, 'secret');
+const OTHER_SECRET_FILE = join(TMP, 'other-secret');
+writeFileSync(SECRET_FILE, `${SECRET}\n`);
+writeFileSync(OTHER_SECRET_FILE, `${randomBytes(32).toString('hex')}\n`);
+
+// ---------------------------------------------------------------------------------------
+// Host processes
+
+const children = new Set<ChildProcess>();
+/** Loads still running when a test gave up early are stopped with the hosts. */
+const loads = new Set<LoadRun>();
+
+function trackedLoad(opts: LoadOptions): LoadRun {
+  const run = startLoad(opts);
+  loads.add(run);
+  void run.done.then(() => loads.delete(run));
+  return run;
+}
+
+// a last resort if the run ends without its `after` hook
+process.on('exit', () => {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+});
+
+after(async () => {
+  for (const l of loads) l.stop();
+  await Promise.all([...children].map((c) => stopChild(c)));
+  rmSync(TMP, { recursive: true, force: true });
+});
+
+function stopChild(c: ChildProcess): Promise<void> {
+  if (c.exitCode !== null || c.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const hard = setTimeout(() => c.kill('SIGKILL'), 3000);
+    c.once('exit', () => {
+      clearTimeout(hard);
+      resolve();
+    });
+    c.kill('SIGTERM');
+  });
+}
+
+/** A free TCP port on loopback (bound once, then released for the host to take). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+interface HostProcess {
+  id: string;
+  url: string;
+  child: ChildProcess;
+  log: string[];
+  /** The lanes port the host announced. */
+  lanesPort: number;
+  kill(): Promise<void>;
+}
+
+async function spawnHost(id: string, secretFile = SECRET_FILE): Promise<HostProcess> {
+  const port = await freePort();
+  const child = spawn(
+    process.execPath,
+    [FERRY, 'host', '--listen', `127.0.0.1:${port}`, '--id', id, '--secret-file', secretFile],
+    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  children.add(child);
+  const log: string[] = [];
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => log.push(...d.split('\n').filter(Boolean)));
+  const url = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`host ${id} did not start: ${log.join('\n')}`)), 20_000);
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+      out += d;
+      const m = /^(http:\/\/\S+)$/m.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`host ${id} exited with ${code}: ${log.join('\n')}`));
+    });
+  });
+  const lanes = /migration lanes on port (\d+)/.exec(log.join('\n'));
+  return {
+    id,
+    url,
+    child,
+    log,
+    lanesPort: lanes ? Number(lanes[1]) : 0,
+    kill: () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null || child.signalCode !== null) return resolve();
+        child.once('exit', () => resolve());
+        child.kill('SIGKILL');
+      }),
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// API helpers
+
+const api = <T>(h: HostProcess, method: string, path: string, body?: unknown) =>
+  call<T>(h.url, SECRET, method, path, body);
+
+const listVms = (h: HostProcess) => api<VmInfo[]>(h, 'GET', '/v1/vms');
+
+async function until<T>(what: string, f: () => Promise<T | undefined | false>, ms = 15_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await f().catch(() => undefined);
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 40));
+  }
+}
+
+/** Where the VM is listed: one entry per live host that lists it. */
+async function whereIs(vm: string, hosts: HostProcess[]): Promise<{ host: HostProcess; info: VmInfo }[]> {
+  const out: { host: HostProcess; info: VmInfo }[] = [];
+  for (const h of hosts) {
+    if (h.child.exitCode !== null || h.child.signalCode !== null) continue;
+    const v = (await listVms(h)).find((x) => x.name === vm);
+    if (v) out.push({ host: h, info: v });
+  }
+  return out;
+}
+
+/** The VM's client endpoint: where it runs (or arrives), else where it is leaving from. */
+function locator(vm: string, hosts: HostProcess[]): (lost: string) => Promise<string> {
+  return async () => {
+    const all = await whereIs(vm, hosts);
+    const here = all.find((x) => x.info.state === 'running' || x.info.state === 'incoming') ?? all[0];
+    if (!here) throw new Error(`VM ${vm} is on no host`);
+    return here.info.endpoint;
+  };
+}
+
+async function createVm(h: HostProcess, body: CreateVm): Promise<VmInfo> {
+  return api<VmInfo>(h, 'POST', '/v1/vms', body);
+}
+
+function startMigration(
+  from: HostProcess,
+  to: HostProcess,
+  vm: string,
+  mode: StartMigration['mode'],
+  over: Partial<StartMigration> = {},
+): Promise<MigrationInfo> {
+  return api<MigrationInfo>(from, 'POST', '/v1/migrations', {
+    vm,
+    to: to.url,
+    mode,
+    cooperative: true,
+    downtimeLimitMs: 300,
+    prepage: 7,
+    ...over,
+  } satisfies StartMigration);
+}
+
+async function finished(from: HostProcess, id: string, ms = 30_000): Promise<RealMigrationReport> {
+  const info = await until(
+    `migration ${id}`,
+    async () => {
+      const i = await api<MigrationInfo>(from, 'GET', `/v1/migrations/${id}`);
+      return i.state === 'done' ? i : undefined;
+    },
+    ms,
+  );
+  return info.report!;
+}
+
+/** The load generator's view, with the acknowledged writes left out (too long to print). */
+function summary(r: LoadResult): string {
+  return JSON.stringify({
+    sent: r.sent,
+    completed: r.completed,
+    lost: r.lost,
+    errors: r.errors,
+    firstError: r.firstError,
+    reconnects: r.reconnects,
+    retries: r.retries,
+    timeouts: r.timeouts,
+    staleReads: r.staleReads,
+    staleExamples: r.staleExamples,
+  });
+}
+
+/** Every command answered, none with an error, no GET saw a value it should not have. */
+function assertNothingLost(r: LoadResult): void {
+  assert.equal(r.lost, 0, `commands lost: ${summary(r)}`);
+  assert.equal(r.completed, r.sent, `commands unanswered: ${summary(r)}`);
+  assert.equal(r.errors, 0, `error replies: ${summary(r)}`);
+  assert.equal(r.staleReads, 0, `stale reads: ${summary(r)}`);
+  assert.ok(r.sets > 0 && r.acked.size > 0, 'the load wrote something');
+}
+
+async function assertAckedReadable(endpoint: string, acked: Map<string, string>): Promise<void> {
+  const c = await checkAcked(endpoint, acked);
+  assert.equal(c.checked, acked.size);
+  assert.deepEqual(
+    { missing: c.missing, wrong: c.wrong },
+    { missing: 0, wrong: 0 },
+    `acknowledged SETs not readable at ${endpoint}: ${c.examples.join('; ')}`,
+  );
+}
+
+function describeReport(r: RealMigrationReport): string {
+  const f = r.faultLatencyUs;
+  return (
+    `${r.mode}${r.mode === 'precopy' ? '' : r.cooperative ? ' cooperative' : ' blocking'}: ${r.outcome}, ` +
+    `total ${r.totalTimeMs.toFixed(0)} ms, downtime ${r.downtimeMs.toFixed(1)} ms, rounds ${r.rounds}, ` +
+    `${(r.bytesSent / 2 ** 20).toFixed(1)} MiB sent, remote faults ${r.remoteFaults} ` +
+    `(async ${r.asyncFaults}, blocking ${r.syncFaults}; p50 ${f.p50} µs, p99 ${f.p99} µs, max ${f.max} µs)`
+  );
+}
+
+function describeLoad(r: LoadResult): string {
+  const rates = r.throughput.map(([, ops]) => ops);
+  return (
+    `load: ${r.completed}/${r.sent} commands answered (${r.lost} given up), ${r.opsPerSec.toFixed(0)} ops/s, ` +
+    `latency p50 ${r.latencyMs.p50.toFixed(2)} ms ` +
+    `p99 ${r.latencyMs.p99.toFixed(1)} ms max ${r.latencyMs.max.toFixed(0)} ms, ${r.reconnects} reconnects, ` +
+    `${r.retries} retries, lowest 100 ms bin ${Math.min(...rates)} ops/s`
+  );
+}
+
+// ---------------------------------------------------------------------------------------
+// Migrations under load, memtouch, and refusals (hosts a and b, and c with another secret)
+
+describe('two hosts', () => {
+  let a: HostProcess;
+  let b: HostProcess;
+  const VM = 'kv-load';
+  const allAcked = new Map<string, string>();
+
+  before(async () => {
+    [a, b] = await Promise.all([spawnHost('a'), spawnHost('b')]);
+    await createVm(a, { name: VM, ramMiB: 32, vcpus: 2, app: 'kv' });
+  });
+
+  /** Migrates `from` → `to` while 8 connections SET and GET; checks the clients' view. */
+  async function underLoad(
+    t: { diagnostic(m: string): void },
+    from: HostProcess,
+    to: HostProcess,
+    mode: StartMigration['mode'],
+    over: Partial<StartMigration> = {},
+  ): Promise<{ report: RealMigrationReport; load: LoadResult }> {
+    const hosts = [a, b];
+    const locate = locator(VM, hosts);
+    const opts: LoadOptions = {
+      endpoint: await locate(''),
+      locate,
+      connections: 8,
+      keys: 3000,
+      keyPrefix: `${mode}${over.cooperative === false ? '-blocking' : ''}:`,
+      valueBytes: 700,
+      setRatio: 0.5,
+      durationMs: 60_000,
+    };
+    const load = trackedLoad(opts);
+    await until('the load to run', async () => load.progress().completed >= 1500);
+    const started = await startMigration(from, to, VM, mode, over);
+    const report = await finished(from, started.id);
+    // the load carries on where the VM went
+    const at = load.progress().completed;
+    await until('the load to run on the destination', async () => load.progress().completed >= at + 1000);
+    load.stop();
+    const result = await load.done;
+    t.diagnostic(describeReport(report));
+    t.diagnostic(describeLoad(result));
+
+    assert.equal(report.outcome, 'completed', `${mode}: ${report.reason}`);
+    assert.deepEqual(report.integrity, { checked: true, ok: true });
+    assertNothingLost(result);
+    const where = await whereIs(VM, hosts);
+    assert.deepEqual(
+      where.map((w) => [w.host.id, w.info.state]),
+      [[to.id, 'running']],
+      'listed on exactly one host, the destination',
+    );
+    await assertAckedReadable(where[0].info.endpoint, result.acked);
+    for (const [k, v] of result.acked) allAcked.set(k, v);
+    return { report, load: result };
+  }
+
+  test('kv under load: precopy', async (t) => {
+    const { report } = await underLoad(t, a, b, 'precopy');
+    assert.ok(report.rounds >= 1);
+    assert.equal(report.remoteFaults, 0);
+  });
+
+  test('kv under load: postcopy with cooperative faults', async (t) => {
+    // a bandwidth cap keeps the background push going while clients touch pages
+    const { report } = await underLoad(t, b, a, 'postcopy', { maxBandwidthMbps: 50 });
+    assert.equal(report.rounds, 0);
+    assert.ok(report.remoteFaults > 0, 'the guest faulted on missing pages');
+    assert.ok(report.asyncFaults > 0, 'tasks parked on missing pages');
+  });
+
+  test('kv under load: postcopy with blocking faults', async (t) => {
+    const { report } = await underLoad(t, a, b, 'postcopy', { cooperative: false, maxBandwidthMbps: 50 });
+    assert.ok(report.remoteFaults > 0, 'the guest faulted on missing pages');
+    assert.equal(report.asyncFaults, 0, 'no async faults when they are turned off');
+    assert.ok(report.syncFaults > 0);
+  });
+
+  test('kv under load: hybrid', async (t) => {
+    // a downtime budget precopy cannot meet: it switches to postcopy once dirtying stops shrinking
+    const { report } = await underLoad(t, b, a, 'hybrid', { maxBandwidthMbps: 100, downtimeLimitMs: 1 });
+    assert.ok(report.rounds >= 2, `precopy rounds first (${report.rounds})`);
+  });
+
+  test('back and forth (a → b → a → b → a) keeps every acknowledged write', async () => {
+    const where = await whereIs(VM, [a, b]);
+    assert.deepEqual(
+      where.map((w) => w.host.id),
+      ['a'],
+    );
+    assert.ok(allAcked.size > 1000);
+    await assertAckedReadable(where[0].info.endpoint, allAcked);
+  });
+
+  test('memtouch keeps making progress after precopy and postcopy', async (t) => {
+    const MT = 'memtouch';
+    await createVm(a, {
+      name: MT,
+      ramMiB: 16,
+      vcpus: 1,
+      app: 'memtouch',
+      appOptions: { rateMBps: 20, workingSetBytes: 8 * 2 ** 20, pagesPerStep: 16 },
+    });
+    const steps = async (h: HostProcess) =>
+      (await listVms(h)).find((v) => v.name === MT)?.appStats?.steps ?? undefined;
+    /** The job's step counter on `h` grows past what it was when first read there. */
+    const progresses = async (h: HostProcess) => {
+      const s0 = await until(`memtouch's counter on ${h.id}`, () => steps(h));
+      const s1 = await until(`memtouch to progress on ${h.id}`, async () => {
+        const s = await steps(h);
+        return s !== undefined && s > s0 ? s : undefined;
+      });
+      return [s0, s1];
+    };
+    const [, beforeMove] = await progresses(a);
+    for (const [from, to, mode] of [
+      [a, b, 'precopy'],
+      [b, a, 'postcopy'],
+    ] as const) {
+      const report = await finished(from, (await startMigration(from, to, MT, mode)).id);
+      t.diagnostic(`memtouch ${describeReport(report)}`);
+      assert.equal(report.outcome, 'completed', report.reason);
+      assert.deepEqual(report.integrity, { checked: true, ok: true });
+      const [s0, s1] = await progresses(to);
+      assert.ok(s0 >= beforeMove, `the counter carried over (${s0} after ${beforeMove})`);
+      assert.ok(s1 > s0);
+      assert.deepEqual(
+        (await whereIs(MT, [a, b])).map((w) => [w.host.id, w.info.state]),
+        [[to.id, 'running']],
+      );
+    }
+    // a client's command gets an error reply, and the job carries on
+    const [here] = await whereIs(MT, [a, b]);
+    const reply = await oneCommand(here.info.endpoint, ['PING']);
+    assert.equal(reply.type, 'error');
+    assert.match(String(reply.value), /batch job/);
+    await progresses(here.host);
+    await api(a, 'DELETE', `/v1/vms/${MT}`);
+  });
+
+  test('a wrong secret is refused, naming authentication; the VM stays where it was', async () => {
+    const c = await spawnHost('c', OTHER_SECRET_FILE);
+    const migrate = (secretFile: string, to: HostProcess) =>
+      runCli([
+        'migrate',
+        VM,
+        '--host',
+        a.url,
+        '--to',
+        to.url,
+        '--secret-file',
+        secretFile,
+        '--mode',
+        'precopy',
+      ]);
+
+    // the client's secret is wrong: the source host refuses the call
+    const wrongClient = await migrate(OTHER_SECRET_FILE, b);
+    assert.notEqual(wrongClient.code, 0);
+    assert.equal(wrongClient.stdout, '');
+    assert.match(wrongClient.stderr, /^ferry: [^\n]*authentication[^\n]*\n$/);
+
+    // the hosts' secrets differ: the destination refuses the source host
+    const wrongDestination = await migrate(SECRET_FILE, c);
+    assert.notEqual(wrongDestination.code, 0);
+    assert.match(wrongDestination.stderr, /^ferry: [^\n]*authentication[^\n]*\n$/);
+    assert.ok(wrongDestination.stderr.includes(c.url), `names the destination: ${wrongDestination.stderr}`);
+    assert.ok(
+      c.log.some((l) => /refused API call POST \/v1\/incoming .*wrong secret/.test(l)),
+      c.log.join('\n'),
+    );
+
+    // a lane with the wrong secret: the host's lane listener refuses it
+    await assert.rejects(
+      connectLane({
+        host: '127.0.0.1',
+        port: a.lanesPort,
+        secret: new Uint8Array(randomBytes(32)),
+        migrationId: 'nope',
+        lane: 'control',
+        capabilities: 0,
+      }),
+      (e: unknown) => e instanceof TransportError && e.code === 'auth' && /auth/i.test(e.message),
+    );
+    await until('the refusal in the log', async () => a.log.some((l) => /refused .*lane control/.test(l)));
+
+    const where = await whereIs(VM, [a, b]);
+    assert.deepEqual(
+      where.map((w) => [w.host.id, w.info.state]),
+      [['a', 'running']],
+    );
+    const onC = await call<VmInfo[]>(c.url, readFileSync(OTHER_SECRET_FILE, 'utf8').trim(), 'GET', '/v1/vms');
+    assert.deepEqual(onC, [], 'nothing was left half-created on the refusing host');
+    await c.kill();
+  });
+});
+
+/** Sends one command on a fresh connection; its reply. */
+function oneCommand(endpoint: string, args: string[]): Promise<RespValue> {
+  const { host, port } = parseEndpoint(endpoint);
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host, port });
+    s.setTimeout(5000, () => {
+      s.destroy();
+      reject(new Error(`no reply to ${args.join(' ')} from ${endpoint} within 5 s`));
+    });
+    const parser = new RespReplyParser();
+    s.on('data', (chunk: Buffer) => {
+      const [v] = parser.push(chunk).replies;
+      if (v) {
+        s.destroy();
+        resolve(v);
+      }
+    });
+    s.on('error', reject);
+    s.on('close', () => reject(new Error(`${endpoint} closed the connection without a reply`)));
+    s.write(encodeCommand(args));
+  });
+}
+
+interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function runCli(args: string[]): Promise<CliResult> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [FERRY, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    children.add(child);
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    child.once('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// Hosts killed midway
+
+describe('a host killed midway', () => {
+  let s1: HostProcess;
+  let d1: HostProcess;
+  let d2: HostProcess;
+  let s2: HostProcess;
+  let s3: HostProcess;
+  let d3: HostProcess;
+  const VM = 'victim';
+  /** Under a 20 Mbit/s cap the few MiB of kv data take long enough to kill a host midway. */
+  const SLOW = { maxBandwidthMbps: 20 };
+
+  before(async () => {
+    [s1, d1, d2, s2, s3, d3] = await Promise.all(
+      ['s1', 'd1', 'd2', 's2', 's3', 'd3'].map((id) => spawnHost(id)),
+    );
+  });
+
+  /** A kv VM on `h` holding a few MiB of values. */
+  async function filledVm(h: HostProcess, name: string): Promise<VmInfo> {
+    const vm = await createVm(h, { name, ramMiB: 32, vcpus: 2, app: 'kv' });
+    const fill = await runLoad({
+      endpoint: vm.endpoint,
+      connections: 8,
+      keys: 4000,
+      keyPrefix: 'fill:',
+      setRatio: 1,
+      valueBytes: 1000,
+      requests: 4000,
+    });
+    assertNothingLost(fill);
+    return vm;
+  }
+
+  async function progressed(h: HostProcess, id: string, phase: string): Promise<void> {
+    await until(`migration ${id} in ${phase}`, async () => {
+      const p = (await api<MigrationInfo>(h, 'GET', `/v1/migrations/${id}`)).progress;
+      return p.phase === phase && p.bytesSent > 256 * 1024;
+    });
+  }
+
+  test('the destination killed during precopy: aborted, the VM keeps serving on the source', async (t) => {
+    const vm = await filledVm(s1, VM);
+    const load = trackedLoad({
+      endpoint: vm.endpoint,
+      locate: locator(VM, [s1, d1]),
+      connections: 8,
+      keys: 2000,
+      keyPrefix: 'precopy-kill:',
+      valueBytes: 200,
+      durationMs: 60_000,
+    });
+    await until('the load to run', async () => load.progress().completed >= 500);
+    const m = await startMigration(s1, d1, VM, 'precopy', SLOW);
+    await progressed(s1, m.id, 'precopy');
+    await d1.kill();
+    const report = await finished(s1, m.id);
+    t.diagnostic(`${report.outcome}: ${report.reason}`);
+    assert.equal(report.outcome, 'aborted');
+    assert.match(report.reason, /lane/);
+    assert.equal(report.integrity.checked, false);
+
+    const at = load.progress().completed;
+    await until('the load to carry on', async () => load.progress().completed >= at + 1000);
+    load.stop();
+    const result = await load.done;
+    t.diagnostic(describeLoad(result));
+    assertNothingLost(result);
+    const where = await whereIs(VM, [s1, d1]);
+    assert.deepEqual(
+      where.map((w) => [w.host.id, w.info.state]),
+      [['s1', 'running']],
+    );
+    await assertAckedReadable(where[0].info.endpoint, result.acked);
+  });
+
+  test('the destination killed during postcopy: failed, naming the lane; the VM runs nowhere', async (t) => {
+    const load = trackedLoad({
+      endpoint: (await locator(VM, [s1])('')) as string,
+      locate: locator(VM, [s1, d2]),
+      connections: 8,
+      keys: 2000,
+      keyPrefix: 'postcopy-kill:',
+      valueBytes: 200,
+      durationMs: 60_000,
+      requestTimeoutMs: 1000,
+      reconnectTimeoutMs: 1500,
+    });
+    await until('the load to run', async () => load.progress().completed >= 500);
+    const m = await startMigration(s1, d2, VM, 'postcopy', SLOW);
+    await progressed(s1, m.id, 'postcopy');
+    const served = load.progress().completed;
+    await until('clients served on the destination', async () => load.progress().completed >= served + 100);
+    await d2.kill();
+    const report = await finished(s1, m.id);
+    t.diagnostic(`${report.outcome}: ${report.reason}`);
+    assert.equal(report.outcome, 'failed');
+    assert.match(report.reason, /lane broke in postcopy/);
+
+    // The guest ran only on the destination since the switchover, and that host is gone:
+    // the source holds a stale copy and does not run it, and says so.
+    const where = await whereIs(VM, [s1, d2]);
+    assert.deepEqual(
+      where.map((w) => [w.host.id, w.info.state]),
+      [['s1', 'stopped']],
+    );
+    load.stop();
+    const result = await load.done;
+    t.diagnostic(describeLoad(result));
+    assert.ok(result.lost > 0, 'commands in flight when the VM died are never answered');
+    await api(s1, 'DELETE', `/v1/vms/${VM}`);
+  });
+
+  test('the source killed during precopy: the destination aborts with the reason', async (t) => {
+    await filledVm(s2, VM);
+    const m = await startMigration(s2, d3, VM, 'precopy', SLOW);
+    await progressed(s2, m.id, 'precopy');
+    await s2.kill();
+    const inc = await until(`the incoming migration on ${d3.id} to end`, async () => {
+      const i = await api<IncomingInfo>(d3, 'GET', `/v1/incoming/${m.id}`);
+      return i.state === 'done' ? i : undefined;
+    });
+    t.diagnostic(`${inc.result?.outcome}: ${inc.result?.reason}`);
+    assert.equal(inc.result?.outcome, 'aborted');
+    assert.match(inc.result!.reason, /lane broke/);
+    assert.deepEqual(await listVms(d3), [], 'nothing half-arrived is left running');
+  });
+
+  test('the source killed during postcopy: the destination fails, naming the missing pages', async (t) => {
+    await filledVm(s3, VM);
+    const m = await startMigration(s3, d3, VM, 'postcopy', SLOW);
+    await progressed(s3, m.id, 'postcopy');
+    await s3.kill();
+    const inc = await until(`the incoming migration on ${d3.id} to end`, async () => {
+      const i = await api<IncomingInfo>(d3, 'GET', `/v1/incoming/${m.id}`);
+      return i.state === 'done' ? i : undefined;
+    });
+    t.diagnostic(`${inc.result?.outcome}: ${inc.result?.reason}`);
+    assert.equal(inc.result?.outcome, 'failed');
+    assert.match(inc.result!.reason, /lane broke with \d+ pages missing/);
+    // the guest runs on the destination with pages that can no longer arrive
+    const vms = await listVms(d3);
+    t.diagnostic(`on ${d3.id} afterwards: ${JSON.stringify(vms.map((v) => [v.name, v.state]))}`);
+    assert.deepEqual(
+      vms.map((v) => v.name),
+      [VM],
+    );
+  });
+});
