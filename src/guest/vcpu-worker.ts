@@ -13,7 +13,6 @@ import { GuestKernel } from './kernel.ts';
 import { Mmu } from './mmu.ts';
 import { GuestRam } from './ram.ts';
 import {
-  type AppConfig,
   CONTROL_ABORT,
   CONTROL_APP_LOCK,
   CONTROL_PAUSE,

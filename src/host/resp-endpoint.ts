@@ -68,7 +68,10 @@ export class RespEndpoint {
 
   private next(c: Client): void {
     if (c.busy || c.relay || c.queue.length === 0) return;
-    if (this.movedTo) return this.relay(c, this.movedTo);
+    if (this.movedTo) {
+      this.relay(c, this.movedTo);
+      return;
+    }
     const m = this.machine();
     // the guest is stopped for its switchover: the command waits for where it resumes
     if (!m?.running) return;
