@@ -25,6 +25,8 @@ export interface PostcopyOptions {
   urgentLane: boolean;
   /** The background scan continues right after the last requested page. */
   jumpToFault: boolean;
+  /** A demanded page already sent on the bulk lane is sent again on the urgent lane. */
+  resendInFlight: boolean;
 }
 
 export interface HybridOptions {
@@ -44,7 +46,13 @@ export interface MigrationConfig {
 export const DEFAULT_CONFIG: MigrationConfig = {
   mode: 'precopy',
   stop: { downtimeLimitMs: 300, maxRounds: 0, maxBytesFactor: 0, deadlineMs: 0, onNoConvergence: 'abort' },
-  postcopy: { prepageForward: 0, prepageBackward: 0, urgentLane: true, jumpToFault: true },
+  postcopy: {
+    prepageForward: 0,
+    prepageBackward: 0,
+    urgentLane: true,
+    jumpToFault: true,
+    resendInFlight: true,
+  },
   hybrid: { rounds: 0 },
   deviceStateBytes: 256 * 1024,
 };

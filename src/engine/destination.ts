@@ -125,7 +125,12 @@ export class MigrationDestination {
           `pages ${b.runs[i]}+${b.runs[i + 1]} outside RAM of ${this.pageCount} pages`,
         );
     }
-    if (this.phase === 'aborted' || this.phase === 'running') return { install: [], awaited: 0 };
+    if (this.phase === 'aborted') return { install: [], awaited: 0 };
+    if (this.phase === 'running') {
+      // every page is here: a late second copy of a demanded page
+      this.stats.duplicatesDropped += b.pageCount;
+      return { install: [], awaited: 0 };
+    }
     if (this.phase === 'incoming') {
       // Before the switchover the guest is not running here: newer copies overwrite.
       for (let i = 0; i < b.runs.length; i += 2) this.present.addRange(b.runs[i], b.runs[i] + b.runs[i + 1]);

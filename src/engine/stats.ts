@@ -16,6 +16,8 @@ export interface SourceStats {
   roundEndMs: number[];
   /** Bandwidth the stop rule last used, bytes/s. */
   bandwidth: number;
+  /** Demanded pages sent again on the urgent lane because their first copy was still queued. */
+  demandResends: number;
 }
 
 export function newSourceStats(): SourceStats {
@@ -26,6 +28,7 @@ export function newSourceStats(): SourceStats {
     roundPages: [],
     roundEndMs: [],
     bandwidth: 0,
+    demandResends: 0,
   };
 }
 

@@ -373,6 +373,7 @@ export class Host {
       roundPages: [...s.roundPages],
       roundEndMs: [...s.roundEndMs],
       remoteFaults: d?.remoteFaults ?? 0,
+      demandResends: s.demandResends,
       asyncFaults: d?.asyncFaults ?? 0,
       syncFaults: d?.syncFaults ?? 0,
       vcpuBlockedMs: d?.vcpuBlockedMs ?? 0,

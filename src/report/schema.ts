@@ -29,6 +29,8 @@ export interface MigrationReport {
   /** When each precopy round ended, ms after the migration started. */
   roundEndMs: number[];
   remoteFaults: number;
+  /** Demanded pages sent a second time, urgently, because their first copy was still queued. */
+  demandResends: number;
   /** Remote faults the guest took as async (not-present / ready) and as blocking faults. */
   asyncFaults: number;
   syncFaults: number;

@@ -50,6 +50,7 @@ export function configFromSpec(m: MigrationSpec): MigrationConfig {
       prepageBackward: m.prepageBackward,
       urgentLane: m.urgentLane,
       jumpToFault: true,
+      resendInFlight: m.resendInFlight,
     },
     hybrid: { rounds: m.hybridRounds },
   });
@@ -345,6 +346,7 @@ export class SimMigration {
       roundPages: [...s.roundPages],
       roundEndMs: s.roundEndMs.map((t) => Math.round(t * 1000) / 1000),
       remoteFaults: d.remoteFaults,
+      demandResends: s.demandResends,
       asyncFaults: rt ? rt.kernel.asyncFaults - this.guestBase.async : 0,
       syncFaults: rt ? rt.kernel.syncFaults - this.guestBase.sync : d.remoteFaults,
       vcpuBlockedMs: (rt ? rt.blockedMs : (this.guest?.blockedMs ?? 0)) - this.guestBase.blockedMs,

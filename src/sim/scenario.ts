@@ -143,6 +143,8 @@ const Migration = z.strictObject({
   prepageForward: z.number().int().nonnegative().default(0),
   prepageBackward: z.number().int().nonnegative().default(0),
   urgentLane: z.boolean().default(true),
+  /** A demanded page already queued on the bulk lane is sent again on the urgent lane. */
+  resendInFlight: z.boolean().default(true),
   /** Postcopy remote faults as guest-cooperative async faults (true) or blocking (false). */
   cooperative: z.boolean().default(true),
   maxBandwidthMbps: positive('max bandwidth').optional(),

@@ -220,6 +220,7 @@ function failedReport(
     roundPages: [],
     roundEndMs: [],
     remoteFaults: 0,
+    demandResends: 0,
     asyncFaults: 0,
     syncFaults: 0,
     vcpuBlockedMs: 0,

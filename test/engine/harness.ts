@@ -220,6 +220,8 @@ export interface Handed {
   byKind: Record<PageKind, { pages: number; zero: number }>;
   /** Pages of bulk/resent batches that had been handed out before. */
   repeats: number;
+  /** Pages of urgent batches that had been handed out before (demanded while in flight). */
+  urgentRepeats: number;
   switchovers: number;
   deviceStateBytes: number;
   /** Pages listed in the switchover's discard set. */
@@ -374,6 +376,7 @@ class Driver {
         batchBytes: 0,
         byKind: kinds(),
         repeats: 0,
+        urgentRepeats: 0,
         switchovers: 0,
         deviceStateBytes: 0,
         discarded: 0,
@@ -506,6 +509,7 @@ class Driver {
         h.byKind[b.kind].zero += b.zeroCount;
         forEachPage(b.runs, (p) => {
           if (this.handedOnce[p] && (b.kind === 'bulk' || b.kind === 'resent')) h.repeats++;
+          if (this.handedOnce[p] && b.kind === 'urgent') h.urgentRepeats++;
           this.handedOnce[p] = 1;
           this.stale[p] = 0;
         });

@@ -615,8 +615,12 @@ function checkContract(s: Scenario, o: Outcomes): void {
     o.deliveredPages,
     'every arrival installed or dropped',
   );
-  assert.equal(o.deliveredPages, o.handedPages, 'every page handed out arrived');
+  // once every page is present the lanes close: second copies of demanded pages (at most
+  // one per demand) may still be on the way then
+  const surplus = o.handedPages - o.deliveredPages;
+  assert.ok(surplus >= 0 && surplus <= src.demandResends, `${surplus} pages handed out never arrived`);
   if (s.mode === 'precopy') assert.equal(dst.remoteFaults, 0);
   if (s.mode === 'postcopy') assert.ok(dst.remoteFaults > 0, 'the guest faulted on missing pages');
-  if (o.postcopy) assert.equal(dst.duplicatesDropped, 0, 'postcopy sends each page once');
+  // postcopy sends each page once, but for urgent second copies of pages demanded in flight
+  if (o.postcopy) assert.ok(dst.duplicatesDropped <= src.demandResends, 'postcopy sends each page once');
 }

@@ -50,6 +50,7 @@ function migration(
     roundPages: [],
     roundEndMs: [],
     remoteFaults: 1200,
+    demandResends: 0,
     asyncFaults: 1100,
     syncFaults: 100,
     vcpuBlockedMs: 830,

@@ -97,8 +97,8 @@ test('many runnable tasks: cooperative faults recover far more throughput after 
     const c = rel(coop);
     const b = rel(block);
     const what = `${vcpus} vCPU: coop first1s ${fmt(c.first1s)} first5s ${fmt(c.first5s)}, blocking ${fmt(b.first1s)} ${fmt(b.first5s)}`;
-    assert.ok(c.first1s >= 2 * b.first1s, what);
-    assert.ok(c.first5s >= 1.3 * b.first5s, what);
+    assert.ok(c.first1s >= 1.8 * b.first1s, what);
+    assert.ok(c.first5s >= 1.2 * b.first5s, what);
     assert.ok(
       mig(coop).vcpuBlockedMs <= 0.5 * mig(block).vcpuBlockedMs,
       `blocked ${mig(coop).vcpuBlockedMs} ms vs ${mig(block).vcpuBlockedMs} ms`,
@@ -191,7 +191,7 @@ test('the gain of cooperative faults shrinks to nothing as kernel-context faults
   }
   const [g0, g5, g1] = [gain.get(0)!, gain.get(0.5)!, gain.get(1)!];
   const what = `gains (first5s coop/blocking) at 0: ${fmt(g0)}, 0.5: ${fmt(g5)}, 1: ${fmt(g1)}`;
-  assert.ok(g0 >= 1.3, what);
+  assert.ok(g0 >= 1.2, what);
   assert.equal(g1, 1, what);
   assert.ok(g5 > g1 && g5 < g0, what);
   assert.ok(
@@ -240,7 +240,7 @@ test('more outstanding async faults: faster recovery and the workload’s pages 
   const r1 = rel(one.report);
   const r64 = rel(many.report);
   assert.ok(
-    r64.first5s >= 1.15 * r1.first5s,
+    r64.first5s >= 1.05 * r1.first5s,
     `first5s: limit 64 ${fmt(r64.first5s)}, limit 1 ${fmt(r1.first5s)}`,
   );
   assert.ok(r64.first1s > r1.first1s);

@@ -346,6 +346,7 @@ test('defaults are applied to a minimal scenario', () => {
     prepageForward: 0,
     prepageBackward: 0,
     urgentLane: true,
+    resendInFlight: true,
     cooperative: true,
     setupMs: 0,
   });
