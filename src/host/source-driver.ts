@@ -139,6 +139,12 @@ export class SourceDriver {
     void this.machine.pause().then(
       (state) => {
         this.state = state;
+        if (this.finished || this.source.phase !== 'stopping') {
+          // the migration ended (a lane broke, a cancel) while the guest was pausing: the
+          // destination never ran it, so it carries on here
+          this.machine.resume({ ...state, pending: [] });
+          return;
+        }
         // requests in progress stay with the host's client endpoint, which sends them again
         // wherever the guest resumes; only the guest's own state moves
         this.source.guestStopped(now(), encodeDeviceState({ ...state, pending: [] }));

@@ -1,0 +1,105 @@
+// The source driver when the migration ends while the guest is still pausing: the guest
+// must carry on at the source, and nothing may throw from the pause's continuation.
+
+import assert from 'node:assert/strict';
+import test from 'node:test';
+import { DEFAULT_CONFIG, type MigrationConfig } from '../../src/engine/config.ts';
+import type { Message } from '../../src/engine/messages.ts';
+import type { DeviceState, GuestMachine } from '../../src/guest/machine.ts';
+import { GuestRam } from '../../src/guest/ram.ts';
+import { type Lanes, SourceDriver } from '../../src/host/source-driver.ts';
+import type { LaneConnection } from '../../src/host/transport.ts';
+
+type Lane = 'control' | 'bulk' | 'urgent';
+
+/** A lane that swallows what is sent and can be broken on demand. */
+function fakeLane(lane: Lane) {
+  const closers: ((e?: Error) => void)[] = [];
+  const sent: Message[] = [];
+  const conn = {
+    lane,
+    migrationId: 'm1',
+    peerCapabilities: 0,
+    remoteAddress: '127.0.0.1:1',
+    bufferedBytes: 0,
+    error: undefined,
+    send: (m: Message) => {
+      sent.push(m);
+      return true;
+    },
+    onDrain: () => {},
+    onMessage: () => {},
+    onError: () => {},
+    onClose: (cb: (e?: Error) => void) => closers.push(cb),
+    close: () => {},
+    destroy: () => {},
+  };
+  return {
+    conn: conn as unknown as LaneConnection,
+    sent,
+    break: (why: string) => {
+      for (const c of closers) c(new Error(why));
+    },
+  };
+}
+
+/** A guest whose pause completes only when the test says so. */
+function fakeMachine(pages: number) {
+  const ram = GuestRam.create(pages * 4096, true);
+  let finishPause: (s: DeviceState) => void = () => {};
+  const resumed: DeviceState[] = [];
+  let stopped = 0;
+  const machine = {
+    ram,
+    pause: () =>
+      new Promise<DeviceState>((r) => {
+        finishPause = r;
+      }),
+    resume: (s: DeviceState) => {
+      resumed.push(s);
+    },
+    stop: async () => {
+      stopped++;
+    },
+  };
+  return {
+    machine: machine as unknown as GuestMachine,
+    resumed,
+    stopped: () => stopped,
+    finishPause: (s: DeviceState) => finishPause(s),
+  };
+}
+
+const tick = () => new Promise((r) => setTimeout(r, 5));
+
+for (const mode of ['precopy', 'postcopy'] as const) {
+  test(`${mode}: a lane that breaks while the guest pauses leaves the guest running at the source`, async () => {
+    const unhandled: unknown[] = [];
+    const onUnhandled = (e: unknown) => unhandled.push(e);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      const vm = fakeMachine(64);
+      const lanes = { control: fakeLane('control'), bulk: fakeLane('bulk'), urgent: fakeLane('urgent') };
+      const l: Lanes = { control: lanes.control.conn, bulk: lanes.bulk.conn, urgent: lanes.urgent.conn };
+      // no downtime budget to meet: 64 pages fit any limit, so the stop comes after one pass
+      const config: MigrationConfig = { ...DEFAULT_CONFIG, mode, deviceStateBytes: 0 };
+      const driver = new SourceDriver(vm.machine, l, config);
+      driver.start();
+      for (let i = 0; i < 50 && driver.source.phase !== 'stopping'; i++) await tick();
+      assert.equal(driver.source.phase, 'stopping', 'the engine asked the guest to stop');
+
+      lanes.bulk.break('connection reset');
+      vm.finishPause({ pending: [] } as unknown as DeviceState);
+      const result = await driver.done;
+      await tick();
+
+      assert.equal(result.outcome, 'aborted', result.reason);
+      assert.match(result.reason, /bulk lane broke/);
+      assert.equal(vm.resumed.length, 1, 'the guest resumed at the source, once');
+      assert.equal(vm.stopped(), 0, 'the source did not release the guest');
+      assert.deepEqual(unhandled, []);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
+}
