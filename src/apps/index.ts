@@ -51,6 +51,7 @@ export function openApp(kind: string, options: Record<string, unknown>, mem: Gue
         kv ??= KvStore.open(mem);
         return kv.execute(args);
       },
+      failed: (e) => encodeError(`ERR ${e.message.replace(/[\r\n]+/g, ' ')}`),
     };
   }
   if (kind === 'memtouch') {

@@ -12,6 +12,11 @@ export interface Request {
 export interface GuestApp {
   /** Serves one request; may be cut short by a remote fault and run again from the start. */
   execute?(args: Uint8Array[]): Uint8Array;
+  /**
+   * The reply to a request whose handler threw (its writes are rolled back). Without it the
+   * error stops the vCPU, as a bug in a kernel would.
+   */
+  failed?(error: Error): Uint8Array;
   /** A long job's next step; returns ms until the next one. */
   step?(): number;
 }

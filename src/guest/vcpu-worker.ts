@@ -118,8 +118,16 @@ function runTask(t: number): void {
     const req = slot.req!;
     // the kernel stages the request in its own page: a fault there always blocks
     mmu.touchAsKernel(kernelPage);
-    const bytes = app.execute!(req.args);
-    mmu.commit();
+    let bytes: Uint8Array;
+    try {
+      bytes = app.execute!(req.args);
+      mmu.commit();
+    } catch (e) {
+      if (e instanceof PageNotPresent || !app.failed) throw e;
+      // a request the app could not serve: nothing it wrote stays, the client gets its error
+      mmu.abort();
+      bytes = app.failed(e as Error);
+    }
     stats.ops++;
     post({ type: 'reply', id: req.id, bytes });
     slot.req = null;

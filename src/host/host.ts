@@ -63,7 +63,12 @@ interface Incoming {
   lanes: Partial<Lanes>;
   machine: GuestMachine;
   driver?: DestinationDriver;
+  /** Drops the incoming VM when its lanes do not all arrive in time. */
+  expiry?: NodeJS.Timeout;
 }
+
+/** How long a prepared incoming VM waits for the source's three lanes. */
+const LANES_TIMEOUT_MS = 30_000;
 
 const clock = () => performance.timeOrigin + performance.now();
 
@@ -281,6 +286,8 @@ export class Host {
         lane,
         capabilities: ALL_CAPABILITIES,
       }).catch((e) => {
+        // the destination drops its paused VM when it sees the other lanes close
+        for (const l of Object.values(lanes)) l.destroy();
         throw refused(e);
       });
     const config = migrationConfig({
@@ -440,7 +447,12 @@ export class Host {
     const machine = await GuestMachine.boot(spec, ram, { cooperative: b.cooperative, paused: true });
     machine.onError = (m) => this.options.log(`incoming VM ${b.vm}: ${m}`);
     const info: IncomingInfo = { migrationId: b.migrationId, state: 'waiting', lanesPort: this.lanes!.port };
-    this.incoming.set(b.migrationId, { info, request: b, lanes: {}, machine });
+    const inc: Incoming = { info, request: b, lanes: {}, machine };
+    inc.expiry = setTimeout(
+      () => void this.dropIncoming(inc, `its lanes did not arrive within ${LANES_TIMEOUT_MS / 1000} s`),
+      LANES_TIMEOUT_MS,
+    ).unref();
+    this.incoming.set(b.migrationId, inc);
     this.options.log(`expecting VM ${b.vm} from ${b.from} (migration ${b.migrationId})`);
     return info;
   }
@@ -449,7 +461,13 @@ export class Host {
     const inc = this.incoming.get(lane.migrationId);
     if (!inc || inc.driver) throw new Error(`no migration '${lane.migrationId}' expected here`);
     inc.lanes[lane.lane] = lane;
+    // a lane lost before the migration could start: the source gave up
+    lane.onClose((e) => {
+      if (!inc.driver)
+        void this.dropIncoming(inc, `the ${lane.lane} lane closed (${e?.message ?? 'closed'})`);
+    });
     if (!(inc.lanes.control && inc.lanes.bulk && inc.lanes.urgent)) return;
+    clearTimeout(inc.expiry);
     const driver = new DestinationDriver(inc.machine, inc.lanes as Lanes, (l) =>
       this.options.log(`${lane.migrationId}: ${l}`),
     );
@@ -489,6 +507,16 @@ export class Host {
         (await publish('running')).state = 'running';
       else await inc.machine.stop();
     });
+  }
+
+  /** Gives up an incoming migration that never started: its paused VM goes away. */
+  private async dropIncoming(inc: Incoming, why: string): Promise<void> {
+    if (inc.driver || inc.info.state === 'done') return;
+    clearTimeout(inc.expiry);
+    inc.info.state = 'done';
+    this.options.log(`incoming VM ${inc.request.vm} (migration ${inc.info.migrationId}) dropped: ${why}`);
+    for (const l of Object.values(inc.lanes)) l.destroy();
+    await inc.machine.stop();
   }
 
   private incomingInfo(id: string): IncomingInfo {

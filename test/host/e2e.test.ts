@@ -18,6 +18,7 @@ import {
   type CreateVm,
   call,
   type IncomingInfo,
+  type IncomingRequest,
   type MigrationInfo,
   type RealMigrationReport,
   type StartMigration,
@@ -469,6 +470,40 @@ describe('two hosts', () => {
     const onC = await call<VmInfo[]>(c.url, readFileSync(OTHER_SECRET_FILE, 'utf8').trim(), 'GET', '/v1/vms');
     assert.deepEqual(onC, [], 'nothing was left half-created on the refusing host');
     await c.kill();
+  });
+
+  test('a source that gives up before all its lanes connect leaves no paused VM behind', async () => {
+    const id = `given-up-${randomBytes(4).toString('hex')}`;
+    const inc = await api<IncomingInfo>(b, 'POST', '/v1/incoming', {
+      migrationId: id,
+      vm: 'half',
+      ramMiB: 4,
+      vcpus: 1,
+      app: 'kv',
+      appOptions: {},
+      servers: 4,
+      cooperative: true,
+      from: 'a',
+    } satisfies IncomingRequest);
+    assert.equal(inc.state, 'waiting');
+    const control = await connectLane({
+      host: '127.0.0.1',
+      port: inc.lanesPort,
+      secret: new Uint8Array(Buffer.from(SECRET, 'hex')),
+      migrationId: id,
+      lane: 'control',
+      capabilities: 0,
+    });
+    control.destroy();
+    await until('the incoming migration to be dropped', async () => {
+      const i = await api<IncomingInfo>(b, 'GET', `/v1/incoming/${id}`);
+      return i.state === 'done';
+    });
+    assert.ok(
+      b.log.some((l) => l.includes(`migration ${id}) dropped: the control lane closed`)),
+      b.log.join('\n'),
+    );
+    assert.ok(!(await listVms(b)).some((v) => v.name === 'half'), 'the VM never ran here');
   });
 });
 

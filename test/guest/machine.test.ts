@@ -1,0 +1,55 @@
+// A request whose handler throws: with the app's `failed` hook the client gets an error and
+// the handler's writes are rolled back; the vCPU keeps serving.
+
+import assert from 'node:assert/strict';
+import test from 'node:test';
+import { PAGE_SIZE } from '../../src/engine/messages.ts';
+import { GuestMachine, type MachineSpec } from '../../src/guest/machine.ts';
+import { GuestRam } from '../../src/guest/ram.ts';
+
+const FIXTURE = new URL('./fixtures/faulty-app.ts', import.meta.url).href;
+
+async function boot(kind: string): Promise<GuestMachine> {
+  const ramBytes = 1 << 20;
+  const base = 16 * PAGE_SIZE;
+  const spec: MachineSpec = {
+    ramBytes,
+    vcpus: 1,
+    app: { module: FIXTURE, kind, base, size: ramBytes - base, options: {} },
+    servers: 2,
+    job: false,
+    faultLimit: 64,
+  };
+  return GuestMachine.boot(spec, GuestRam.create(ramBytes, true), { cooperative: true });
+}
+
+const ask = async (m: GuestMachine, ...args: string[]) =>
+  new TextDecoder().decode(await m.execute(args.map((a) => new TextEncoder().encode(a))));
+
+test('a handler that throws is answered with the app error, its writes rolled back', async () => {
+  const m = await boot('answers');
+  try {
+    assert.equal(await ask(m, 'SET', '7'), '+OK\r\n');
+    assert.equal(await ask(m, 'BOOM', '99'), '-ERR boom\r\n');
+    assert.equal(await ask(m, 'GET'), ':7\r\n', 'the failed request wrote nothing');
+    assert.equal(await ask(m, 'SET', '8'), '+OK\r\n', 'the vCPU still serves');
+    assert.equal(await ask(m, 'GET'), ':8\r\n');
+  } finally {
+    await m.stop();
+  }
+});
+
+test('without the hook, a throwing handler is reported as a vCPU error', async () => {
+  const m = await boot('silent');
+  const errors: string[] = [];
+  m.onError = (e) => errors.push(e);
+  try {
+    assert.equal(await ask(m, 'SET', '7'), '+OK\r\n');
+    void ask(m, 'BOOM', '99').catch(() => {});
+    for (let i = 0; i < 200 && errors.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(errors.length, 1);
+    assert.match(errors[0], /boom/);
+  } finally {
+    await m.stop();
+  }
+});
