@@ -23,6 +23,14 @@ export interface DestinationResult {
   ramHash: string;
 }
 
+/**
+ * Bulk frames are installed one per event-loop turn, so a demand page on the urgent lane
+ * waits for at most one of them (a socket read hands over up to 32 chunks at once, and a
+ * 256 KiB frame takes about a millisecond to check and install). Past this many queued
+ * frames the bulk lane stops reading and TCP pushes back on the source.
+ */
+const BULK_BACKLOG_FRAMES = 16;
+
 /** Absolute milliseconds (comparable between hosts on one machine), sub-ms precision. */
 const now = () => performance.timeOrigin + performance.now();
 
@@ -35,6 +43,9 @@ export class DestinationDriver {
   readonly done: Promise<DestinationResult>;
   /** The guest runs here now (at the switchover; in postcopy before every page arrived). */
   onResumed: () => void = () => {};
+  /** Bulk-lane messages not yet handed to the engine, in order. */
+  private readonly backlog: Message[] = [];
+  private backlogScheduled = false;
 
   constructor(
     private readonly machine: GuestMachine,
@@ -51,10 +62,33 @@ export class DestinationDriver {
       this.destination.fault(now(), pfn);
       this.flush();
     };
-    for (const lane of [lanes.control, lanes.bulk, lanes.urgent]) {
-      lane.onMessage((m) => this.receive(m));
+    lanes.bulk.onMessage((m) => this.queueBulk(m));
+    for (const lane of [lanes.control, lanes.urgent]) lane.onMessage((m) => this.receive(m));
+    for (const lane of [lanes.control, lanes.bulk, lanes.urgent])
       lane.onClose((e) => this.laneLost(lane.lane, e?.message ?? 'closed'));
-    }
+  }
+
+  private queueBulk(m: Message): void {
+    this.backlog.push(m);
+    if (this.backlog.length >= BULK_BACKLOG_FRAMES) this.lanes.bulk.pauseReading();
+    this.scheduleBacklog();
+  }
+
+  private scheduleBacklog(): void {
+    if (this.backlogScheduled) return;
+    this.backlogScheduled = true;
+    setImmediate(() => {
+      this.backlogScheduled = false;
+      const m = this.backlog.shift();
+      if (m) this.receive(m);
+      if (this.backlog.length > 0) this.scheduleBacklog();
+      if (this.backlog.length < BULK_BACKLOG_FRAMES / 2) this.lanes.bulk.resumeReading();
+    });
+  }
+
+  /** Hands every queued bulk message to the engine now (a lane closed behind them). */
+  private drainBacklog(): void {
+    for (let m = this.backlog.shift(); m; m = this.backlog.shift()) this.receive(m);
   }
 
   private receive(m: Message): void {
@@ -101,6 +135,8 @@ export class DestinationDriver {
   }
 
   private laneLost(lane: string, why: string): void {
+    // what arrived before the close still counts (the last pages, an abort)
+    this.drainBacklog();
     if (this.finished) return;
     if (this.destination.phase === 'incoming') this.finish('aborted', `the ${lane} lane broke: ${why}`);
     else if (this.destination.phase === 'postcopy')

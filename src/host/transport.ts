@@ -148,6 +148,9 @@ export interface LaneConnection {
    * until it is; they are delivered in order from a microtask.
    */
   onMessage(cb: (msg: Message, seq: number) => void): void;
+  /** Stops reading from the socket (TCP pushes back on the sender) until `resumeReading`. */
+  pauseReading(): void;
+  resumeReading(): void;
   /** Called once, with the error that closed the lane (also when registered after it). */
   onError(cb: (e: TransportError) => void): void;
   /** Called once when the socket has closed, with the error that closed it if any. */
@@ -669,6 +672,7 @@ class TcpLane implements LaneConnection {
   #errorDelivered = false;
   #socketClosed = false;
   #held: { msg: Message; seq: number }[] = [];
+  #readPaused = false;
   readonly #messageHandlers: ((msg: Message, seq: number) => void)[] = [];
   readonly #errorHandlers: ((e: TransportError) => void)[] = [];
   readonly #closeHandlers: ((error?: TransportError) => void)[] = [];
@@ -725,9 +729,19 @@ class TcpLane implements LaneConnection {
         const held = this.#held;
         this.#held = [];
         for (const { msg, seq } of held) if (!this.#deliver(msg, seq)) return;
-        if (this.#state === 'open') this.#socket.resume();
+        if (this.#state === 'open' && !this.#readPaused) this.#socket.resume();
       });
     }
+  }
+
+  pauseReading() {
+    this.#readPaused = true;
+    this.#socket.pause();
+  }
+
+  resumeReading() {
+    this.#readPaused = false;
+    if (this.#state === 'open' && this.#held.length === 0) this.#socket.resume();
   }
 
   onError(cb: (e: TransportError) => void) {

@@ -147,6 +147,16 @@ class MemoryLane implements LaneConnection {
     if (wasOver && this.queued < MemoryWire.HIGH_WATER) for (const cb of this.peer.drainHandlers) cb();
   }
 
+  /** Reading stopped: nothing is delivered to this end until `resumeReading`. */
+  paused = false;
+  pauseReading(): void {
+    this.paused = true;
+  }
+  resumeReading(): void {
+    this.paused = false;
+    this.wire.kick();
+  }
+
   onDrain(cb: () => void): void {
     this.drainHandlers.push(cb);
   }
@@ -203,11 +213,11 @@ class MemoryWire {
   private tick(): void {
     this.scheduled = false;
     for (let n = 1 + this.rng.int(4); n > 0; n--) {
-      const busy = this.ends.filter((e) => e.inbox.length > 0);
+      const busy = this.ends.filter((e) => e.inbox.length > 0 && !e.paused);
       if (busy.length === 0) return;
       busy[this.rng.int(busy.length)].deliverOne();
     }
-    if (this.ends.some((e) => e.inbox.length > 0)) this.kick();
+    if (this.ends.some((e) => e.inbox.length > 0 && !e.paused)) this.kick();
   }
 }
 

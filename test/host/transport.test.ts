@@ -785,3 +785,29 @@ test('bulk: 256 MiB of pages frames arrive complete and in order, with backpress
   assert.equal(drains, refusals, 'every refusal was followed by a drain');
   assert.ok(maxBuffered < 4 * 1024 * 1024, `the socket queue stayed bounded (${maxBuffered} bytes)`);
 });
+
+test('frames: a lane that stops reading delivers nothing until it resumes, then everything in order', async (t) => {
+  const server = await startServer(t);
+  const p = await pair(t, server, 'bulk');
+  const got: number[] = [];
+  p.server.onMessage((m) => {
+    if (m.type === 'roundEnd') got.push(m.round);
+  });
+  p.client.send({ type: 'roundEnd', round: 1 });
+  await new Promise((r) => setTimeout(r, 50));
+  assert.deepEqual(got, [1]);
+  p.server.pauseReading();
+  for (let i = 2; i <= 200; i++) p.client.send({ type: 'roundEnd', round: i });
+  await new Promise((r) => setTimeout(r, 100));
+  assert.deepEqual(got, [1], 'nothing delivered while reading is paused');
+  const all = deferred<void>('the rest after resuming');
+  p.server.onMessage((m) => {
+    if (m.type === 'roundEnd' && m.round === 200) all.resolve();
+  });
+  p.server.resumeReading();
+  await all.promise;
+  assert.deepEqual(
+    got,
+    Array.from({ length: 200 }, (_, i) => i + 1),
+  );
+});
