@@ -699,3 +699,85 @@ describe('a host killed midway', () => {
     );
   });
 });
+
+// ---------------------------------------------------------------------------------------
+// Real clients: redis-benchmark connected before the migration keeps every connection
+
+/** Runs redis-benchmark against `endpoint`; its exit code and everything it printed. */
+function redisBenchmark(endpoint: string, args: string[]): Promise<CliResult> {
+  const { host, port } = parseEndpoint(endpoint);
+  return new Promise((resolve, reject) => {
+    const child = spawn('redis-benchmark', ['-h', host, '-p', String(port), ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c) => {
+      stdout += c;
+    });
+    child.stderr.on('data', (c) => {
+      stderr += c;
+    });
+    child.on('error', (e) =>
+      reject(new Error(`redis-benchmark could not run (apt-get install redis-tools): ${e.message}`)),
+    );
+    child.on('close', (code) => resolve({ code: code ?? -1, stdout: stdout.replaceAll('\r', '\n'), stderr }));
+  });
+}
+
+describe('real clients', () => {
+  let r1: HostProcess;
+  let r2: HostProcess;
+  const VM = 'kv-bench';
+
+  before(async () => {
+    [r1, r2] = await Promise.all([spawnHost('r1'), spawnHost('r2')]);
+    await createVm(r1, { name: VM, ramMiB: 32, vcpus: 1, app: 'kv' });
+  });
+  after(async () => {
+    await Promise.all([r1.kill(), r2.kill()]);
+  });
+
+  const runs: [string, StartMigration['mode'], boolean][] = [
+    ['precopy', 'precopy', true],
+    ['postcopy with cooperative faults', 'postcopy', true],
+    ['postcopy with blocking faults', 'postcopy', false],
+  ];
+  for (const [what, mode, cooperative] of runs) {
+    test(`redis-benchmark through a ${what} migration: no error, every connection kept`, async (t) => {
+      const [here] = await whereIs(VM, [r1, r2]);
+      const from = here.host;
+      const to = from === r1 ? r2 : r1;
+      // 8 connections, SET then GET over 5,000 keys of 1000 bytes; the migration starts mid-SET
+      // (redis-benchmark exits non-zero at the first error or lost connection)
+      const bench = redisBenchmark(here.info.endpoint!, [
+        ...['-c', '8', '-n', '30000', '-r', '5000', '-d', '1000', '-t', 'set,get', '-q'],
+      ]);
+      await new Promise((r) => setTimeout(r, 1000));
+      // a capped link keeps postcopy going while the clients touch pages still missing
+      const m = await startMigration(from, to, VM, mode, { cooperative, maxBandwidthMbps: 50 });
+      const report = await finished(from, m.id);
+      const out = await bench;
+      t.diagnostic(describeReport(report));
+      t.diagnostic(
+        out.stdout
+          .split('\n')
+          .filter((l) => /requests per second/.test(l))
+          .join('; '),
+      );
+
+      assert.equal(report.outcome, 'completed', report.reason);
+      assert.deepEqual(report.integrity, { checked: true, ok: true });
+      if (mode === 'postcopy') assert.ok(report.remoteFaults > 0, 'the clients touched missing pages');
+      assert.equal(out.code, 0, `redis-benchmark exited with ${out.code}: ${out.stderr}${out.stdout}`);
+      assert.doesNotMatch(out.stdout + out.stderr, /error|closed|reset/i);
+      for (const cmd of ['SET', 'GET'])
+        assert.match(out.stdout, new RegExp(`^${cmd}: [\\d.]+ requests per second`, 'm'), out.stdout);
+      const where = await whereIs(VM, [r1, r2]);
+      assert.deepEqual(
+        where.map((w) => [w.host.id, w.info.state]),
+        [[to.id, 'running']],
+      );
+    });
+  }
+});
