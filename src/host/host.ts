@@ -459,7 +459,8 @@ export class Host {
 
   private laneArrived(lane: LaneConnection): void {
     const inc = this.incoming.get(lane.migrationId);
-    if (!inc || inc.driver) throw new Error(`no migration '${lane.migrationId}' expected here`);
+    if (!inc || inc.driver || inc.info.state === 'done')
+      throw new Error(`no migration '${lane.migrationId}' expected here`);
     inc.lanes[lane.lane] = lane;
     // a lane lost before the migration could start: the source gave up
     lane.onClose((e) => {

@@ -537,13 +537,19 @@ interface CliResult {
 }
 
 function runCli(args: string[]): Promise<CliResult> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [FERRY, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  return runProgram(process.execPath, [FERRY, ...args]);
+}
+
+/** Runs a program to its end: its exit code and everything it printed. */
+function runProgram(command: string, args: string[]): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     children.add(child);
     let stdout = '';
     let stderr = '';
     child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
     child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    child.once('error', (e) => reject(new Error(`${command} could not run: ${e.message}`)));
     child.once('exit', (code) => resolve({ code, stdout, stderr }));
   });
 }
@@ -703,26 +709,12 @@ describe('a host killed midway', () => {
 // ---------------------------------------------------------------------------------------
 // Real clients: redis-benchmark connected before the migration keeps every connection
 
-/** Runs redis-benchmark against `endpoint`; its exit code and everything it printed. */
-function redisBenchmark(endpoint: string, args: string[]): Promise<CliResult> {
+/** Runs redis-benchmark against `endpoint` (redis-tools must be installed). */
+async function redisBenchmark(endpoint: string, args: string[]): Promise<CliResult> {
   const { host, port } = parseEndpoint(endpoint);
-  return new Promise((resolve, reject) => {
-    const child = spawn('redis-benchmark', ['-h', host, '-p', String(port), ...args], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c) => {
-      stdout += c;
-    });
-    child.stderr.on('data', (c) => {
-      stderr += c;
-    });
-    child.on('error', (e) =>
-      reject(new Error(`redis-benchmark could not run (apt-get install redis-tools): ${e.message}`)),
-    );
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout: stdout.replaceAll('\r', '\n'), stderr }));
-  });
+  const r = await runProgram('redis-benchmark', ['-h', host, '-p', String(port), ...args]);
+  // it redraws its progress line with carriage returns
+  return { ...r, stdout: r.stdout.replaceAll('\r', '\n') };
 }
 
 describe('real clients', () => {
