@@ -254,6 +254,8 @@ export class Host {
     if (!['precopy', 'postcopy', 'hybrid'].includes(b.mode))
       throw new ApiError(400, `mode: '${b.mode}' is not one of precopy, postcopy, hybrid`);
     const id = `${vm.name}-${randomBytes(4).toString('hex')}`;
+    // the total time counts the set-up too (the destination boots its vCPUs, lanes connect)
+    const startedAt = clock();
     let to: URL;
     try {
       to = new URL(b.to);
@@ -306,7 +308,6 @@ export class Host {
     vm.state = 'migrating';
     const info: MigrationInfo = { id, vm: vm.name, state: 'running', progress: this.progressOf(driver) };
     this.outgoing.set(id, { info, driver });
-    const startedAt = clock();
     // clients stay connected: once the guest runs on the destination, they follow it there
     driver.onEvent = (e) => {
       if (e.type === 'guest-stopped') void this.followGuest(b.to, id, vm);

@@ -20,7 +20,7 @@ export interface Lanes {
 export interface SourceResult {
   outcome: Outcome;
   reason: string;
-  /** The guest stopped here at, and the destination resumed it at (ms, this host's clock). */
+  /** When the guest was asked to stop here (ms, this host's clock); -1 if it never was. */
   stoppedAt: number;
   startedAt: number;
   endedAt: number;
@@ -37,6 +37,7 @@ export class SourceDriver {
   private paceFrom = 0;
   private paceTimer: NodeJS.Timeout | undefined;
   private stopping = false;
+  private pauseRequestedAt = -1;
   private state: DeviceState | undefined;
   private finished = false;
   private result: Partial<SourceResult> = { stoppedAt: -1 };
@@ -118,7 +119,8 @@ export class SourceDriver {
           this.stopGuest();
           break;
         case 'guest-stopped':
-          this.result.stoppedAt = e.at;
+          // clients go unanswered from the pause request on, not only once every vCPU halted
+          this.result.stoppedAt = this.pauseRequestedAt;
           break;
         case 'guest-continued':
           if (this.state) this.machine.resume({ ...this.state, pending: [] });
@@ -136,6 +138,7 @@ export class SourceDriver {
   private stopGuest(): void {
     if (this.stopping) return;
     this.stopping = true;
+    this.pauseRequestedAt = now();
     void this.machine.pause().then(
       (state) => {
         this.state = state;

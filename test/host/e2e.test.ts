@@ -321,6 +321,9 @@ describe('two hosts', () => {
 
     assert.equal(report.outcome, 'completed', `${mode}: ${report.reason}`);
     assert.deepEqual(report.integrity, { checked: true, ok: true });
+    // set-up, the run up to the stop, the downtime: all inside the total
+    assert.ok(report.switchoverMs > 0 && report.downtimeMs > 0, describeReport(report));
+    assert.ok(report.switchoverMs + report.downtimeMs <= report.totalTimeMs, describeReport(report));
     assertNothingLost(result);
     const where = await whereIs(VM, hosts);
     assert.deepEqual(
