@@ -345,20 +345,19 @@ export class MigrationSource {
   /** A remote fault reached the source: send the page now, prepage around it. */
   private demand(pfn: number): void {
     if (this.phase !== 'postcopy' || !(pfn >= 0 && pfn < this.memory.pageCount)) return;
-    // queued for prepaging but not yet sent: promote it
-    if (!this.pending.delete(pfn) && !this.prepage.delete(pfn)) {
+    // not yet sent (still in the push, or queued for prepaging): it goes now instead
+    const unsent = this.pending.delete(pfn) || this.prepage.delete(pfn);
+    if (!unsent) {
       // Sent already, yet the destination lacks it: the copy is still queued on the bulk lane.
       // A second copy on the urgent lane costs a page and saves the queue's wait (the
       // destination keeps whichever lands first and drops the other). Without an urgent
       // lane the second copy would queue behind the first, so it is not sent.
       const { resendInFlight, urgentLane } = this.config.postcopy;
-      if (resendInFlight && urgentLane) {
-        this.stats.demandResends++;
-        this.urgentQueue.push(this.batch('urgent', [pfn, 1], 1));
-      }
-      return;
+      if (!(resendInFlight && urgentLane)) return;
+      this.stats.demandResends++;
     }
     this.urgentQueue.push(this.batch('urgent', [pfn, 1], 1));
+    if (!unsent) return; // its neighbours were dealt with when it was first sent
     const { prepageForward: fwd, prepageBackward: back, jumpToFault } = this.config.postcopy;
     for (let i = 1; i <= back; i++)
       if (pfn - i >= 0 && this.pending.delete(pfn - i)) this.prepage.add(pfn - i);

@@ -46,7 +46,6 @@ export class DestinationDriver {
   /** Bulk-lane messages not yet handed to the engine, in order. */
   private readonly backlog: Message[] = [];
   private backlogScheduled = false;
-  private bulkPaused = false;
 
   constructor(
     private readonly machine: GuestMachine,
@@ -71,10 +70,7 @@ export class DestinationDriver {
 
   private queueBulk(m: Message): void {
     this.backlog.push(m);
-    if (this.backlog.length >= BULK_BACKLOG_FRAMES && !this.bulkPaused) {
-      this.bulkPaused = true;
-      this.lanes.bulk.pauseReading();
-    }
+    if (this.backlog.length >= BULK_BACKLOG_FRAMES) this.lanes.bulk.pauseReading();
     this.scheduleBacklog();
   }
 
@@ -86,10 +82,7 @@ export class DestinationDriver {
       const m = this.backlog.shift();
       if (m) this.receive(m);
       if (this.backlog.length > 0) this.scheduleBacklog();
-      if (this.bulkPaused && this.backlog.length < BULK_BACKLOG_FRAMES / 2) {
-        this.bulkPaused = false;
-        this.lanes.bulk.resumeReading();
-      }
+      if (this.backlog.length < BULK_BACKLOG_FRAMES / 2) this.lanes.bulk.resumeReading();
     });
   }
 

@@ -36,7 +36,7 @@ export class SourceDriver {
   private waitingDrain = false;
   private paceFrom = 0;
   private paceTimer: NodeJS.Timeout | undefined;
-  private stopping = false;
+  /** When the driver asked the guest to stop; -1 until it does. */
   private pauseRequestedAt = -1;
   private state: DeviceState | undefined;
   private finished = false;
@@ -136,8 +136,7 @@ export class SourceDriver {
 
   /** Stops the guest at a task boundary, then lets the engine sync and switch over. */
   private stopGuest(): void {
-    if (this.stopping) return;
-    this.stopping = true;
+    if (this.pauseRequestedAt >= 0) return;
     this.pauseRequestedAt = now();
     void this.machine.pause().then(
       (state) => {

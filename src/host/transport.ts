@@ -150,6 +150,7 @@ export interface LaneConnection {
   onMessage(cb: (msg: Message, seq: number) => void): void;
   /** Stops reading from the socket (TCP pushes back on the sender) until `resumeReading`. */
   pauseReading(): void;
+  /** Reads again after `pauseReading`; nothing happens when reading was not paused. */
   resumeReading(): void;
   /** Called once, with the error that closed the lane (also when registered after it). */
   onError(cb: (e: TransportError) => void): void;
@@ -740,6 +741,7 @@ class TcpLane implements LaneConnection {
   }
 
   resumeReading() {
+    if (!this.#readPaused) return;
     this.#readPaused = false;
     if (this.#state === 'open' && this.#held.length === 0) this.#socket.resume();
   }

@@ -2,33 +2,15 @@
 // `sim` writing a JSON report, and `validate g5k` over the measured dataset.
 
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
+import { ferry, type Run, repoRoot } from '../support/ferry-cli.ts';
 
-const repoRoot = resolve(fileURLToPath(import.meta.url), '../../..');
 const dataset = resolve(repoRoot, '../shared/datasets/g5k-kvm-migrations');
 const tmp = mkdtempSync(join(tmpdir(), 'ferry-cli-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
-
-interface Run {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function ferry(...args: string[]): Run {
-  const r = spawnSync(process.execPath, ['bin/ferry.mjs', ...args], {
-    cwd: repoRoot,
-    encoding: 'utf8',
-    timeout: 120_000,
-  });
-  if (r.error) throw r.error;
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
 
 function show(r: Run): string {
   return `exit ${r.status}\n--- stdout\n${r.stdout}--- stderr\n${r.stderr}`;

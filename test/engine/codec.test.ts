@@ -16,6 +16,7 @@ import {
 } from '../../src/engine/codec.ts';
 import { crc32 } from '../../src/engine/crc32.ts';
 import { type Message, PAGE_SIZE, type PageBatch, type PageKind } from '../../src/engine/messages.ts';
+import { fillPages } from '../support/page-data.ts';
 
 // ---------------------------------------------------------------------------------------
 // Arbitraries
@@ -35,19 +36,6 @@ const sizesOnlyBatch: fc.Arbitrary<PageBatch> = fc
     })),
   );
 
-/** Deterministic pseudo-random page contents (fast-check is slow at generating megabytes). */
-function fill(bytes: Uint8Array, seed: number): Uint8Array {
-  const words = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >>> 2);
-  let x = seed | 1;
-  for (let i = 0; i < words.length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    words[i] = x;
-  }
-  return bytes;
-}
-
 const dataBatch: fc.Arbitrary<PageBatch> = fc
   .tuple(kind, fc.array(fc.tuple(u32, fc.integer({ min: 0, max: 20 })), { maxLength: 5 }), fc.integer())
   .chain(([k, runs, seed]) => {
@@ -58,7 +46,7 @@ const dataBatch: fc.Arbitrary<PageBatch> = fc
         if (z) zeroMask[i >> 3] |= 1 << (i & 7);
       });
       const zeroCount = zero.filter(Boolean).length;
-      const data = fill(new Uint8Array((pageCount - zeroCount) * PAGE_SIZE), seed);
+      const data = fillPages(new Uint8Array((pageCount - zeroCount) * PAGE_SIZE), seed);
       return { kind: k, runs: runs.flat(), pageCount, zeroCount, zeroMask, data };
     });
   });
@@ -547,7 +535,7 @@ const withData = (): Message => {
     pageCount: 5,
     zeroCount: 2,
     zeroMask: Uint8Array.of(0b01010),
-    data: fill(new Uint8Array(3 * PAGE_SIZE), 42),
+    data: fillPages(new Uint8Array(3 * PAGE_SIZE), 42),
   };
   return { type: 'pages', batch };
 };

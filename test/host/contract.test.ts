@@ -153,6 +153,7 @@ class MemoryLane implements LaneConnection {
     this.paused = true;
   }
   resumeReading(): void {
+    if (!this.paused) return;
     this.paused = false;
     this.wire.kick();
   }

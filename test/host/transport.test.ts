@@ -19,6 +19,7 @@ import {
   PROTOCOL_VERSION,
   TransportError,
 } from '../../src/host/transport.ts';
+import { fillPages } from '../support/page-data.ts';
 
 const HOST = '127.0.0.1';
 const SECRET = randomBytes(32);
@@ -277,19 +278,6 @@ function plain(msg: Message): unknown {
   return msg;
 }
 
-function pageData(pages: number, seed: number): Uint8Array {
-  const out = new Uint8Array(pages * PAGE_SIZE);
-  const words = new Uint32Array(out.buffer);
-  let x = seed | 1;
-  for (let i = 0; i < words.length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    words[i] = x;
-  }
-  return out;
-}
-
 function everyMessage(): Message[] {
   // 70 pages, pages 3 and 65 zero: the mask spans 9 bytes and data holds 68 pages.
   const zeroMask = new Uint8Array(9);
@@ -304,7 +292,7 @@ function everyMessage(): Message[] {
         pageCount: 70,
         zeroCount: 2,
         zeroMask,
-        data: pageData(68, 1),
+        data: fillPages(new Uint8Array(68 * PAGE_SIZE), 1),
       },
     },
     {
@@ -315,7 +303,7 @@ function everyMessage(): Message[] {
         pageCount: 1,
         zeroCount: 0,
         zeroMask: new Uint8Array(1),
-        data: pageData(1, 2),
+        data: fillPages(new Uint8Array(1 * PAGE_SIZE), 2),
       },
     },
     { type: 'pages', batch: { kind: 'prepaged', runs: [5, 3], pageCount: 3, zeroCount: 1 } },
@@ -708,7 +696,7 @@ test('frames: close flushes what was sent; both sides see a clean close', async 
       pageCount: 64,
       zeroCount: 0,
       zeroMask: new Uint8Array(8),
-      data: pageData(64, 3),
+      data: fillPages(new Uint8Array(64 * PAGE_SIZE), 3),
     },
   };
   p.client.send(pages);
@@ -728,7 +716,7 @@ test('bulk: 256 MiB of pages frames arrive complete and in order, with backpress
   const p = await pair(t, server, 'bulk');
   const PAGES = 64;
   const FRAMES = (256 * 1024 * 1024) / (PAGES * PAGE_SIZE);
-  const data = Buffer.from(pageData(PAGES, 4).buffer);
+  const data = Buffer.from(fillPages(new Uint8Array(PAGES * PAGE_SIZE), 4).buffer);
   const zeroMask = new Uint8Array(PAGES / 8);
 
   let received = 0;

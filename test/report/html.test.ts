@@ -2,17 +2,15 @@
 // synthetic reports, and `ferry report` as a user runs it.
 
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { parseReport } from '../../src/cli/report.ts';
 import { renderHtml, thin } from '../../src/report/html.ts';
 import type { MigrationReport, Report, WorkloadReport } from '../../src/report/schema.ts';
+import { ferry } from '../support/ferry-cli.ts';
 
-const repoRoot = resolve(fileURLToPath(import.meta.url), '../../..');
 const tmp = mkdtempSync(join(tmpdir(), 'ferry-report-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
@@ -242,22 +240,6 @@ test('long series are thinned for plotting, keeping a one-bin dip', () => {
   const short = rows.slice(0, 50);
   assert.equal(thin(short), short, 'short series untouched');
 });
-
-interface Run {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function ferry(...args: string[]): Run {
-  const r = spawnSync(process.execPath, ['bin/ferry.mjs', ...args], {
-    cwd: repoRoot,
-    encoding: 'utf8',
-    timeout: 60_000,
-  });
-  if (r.error) throw r.error;
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
 
 test('ferry report writes the page; bad input is one line and exit 2', () => {
   const input = join(tmp, 'report.json');
