@@ -283,6 +283,20 @@ function switchoverRows(
     });
 }
 
+/** One line per run (the rows of layer 'line'), coloured as the legend says. */
+function lineLayer(yTitle: string, strokeWidth: number, colour: object) {
+  return {
+    transform: [{ filter: "datum.layer === 'line'" }],
+    mark: { type: 'line', strokeWidth, clip: true },
+    encoding: {
+      x: timeX,
+      y: { field: 'v', type: 'quantitative', title: yTitle, axis: SI_AXIS },
+      color: colour,
+      detail: { field: 'id', type: 'nominal' },
+    },
+  };
+}
+
 function switchoverLayer(colour: object) {
   return {
     name: 'switchover',
@@ -341,24 +355,9 @@ function throughputSpec(report: Report, ws: WorkloadReport[], layout: Layout): T
   const have = new Set(ws.map((w) => `${str(w.vm)}\0${variantLabel(w.variant)}`));
   rows.push(...switchoverRows(report.migrations, (vm, variant) => have.has(`${vm}\0${variant}`)));
   const vms = layout.vms.filter((vm) => ws.some((w) => str(w.vm) === vm));
-  return facetByVm(
-    vms,
-    rows,
-    [
-      {
-        transform: [{ filter: "datum.layer === 'line'" }],
-        mark: { type: 'line', strokeWidth: 1.2, clip: true },
-        encoding: {
-          x: timeX,
-          y: { field: 'v', type: 'quantitative', title: 'ops/s', axis: SI_AXIS },
-          color: layout.colour,
-          detail: { field: 'id', type: 'nominal' },
-        },
-      },
-      switchoverLayer(layout.colour),
-    ],
-    { height: 260 },
-  );
+  return facetByVm(vms, rows, [lineLayer('ops/s', 1.2, layout.colour), switchoverLayer(layout.colour)], {
+    height: 260,
+  });
 }
 
 function missingPagesSpec(report: Report, layout: Layout): TopLevelSpec | null {
@@ -388,19 +387,7 @@ function missingPagesSpec(report: Report, layout: Layout): TopLevelSpec | null {
   return facetByVm(
     vms,
     rows,
-    [
-      {
-        transform: [{ filter: "datum.layer === 'line'" }],
-        mark: { type: 'line', strokeWidth: 1.5, clip: true },
-        encoding: {
-          x: timeX,
-          y: { field: 'v', type: 'quantitative', title: 'pages missing', axis: SI_AXIS },
-          color: layout.colour,
-          detail: { field: 'id', type: 'nominal' },
-        },
-      },
-      switchoverLayer(layout.colour),
-    ],
+    [lineLayer('pages missing', 1.5, layout.colour), switchoverLayer(layout.colour)],
     { height: 220 },
   );
 }
