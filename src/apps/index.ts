@@ -5,7 +5,8 @@ import type { GuestAccess } from '../guest/access.ts';
 import type { GuestApp } from '../guest/vcpu-protocol.ts';
 import { KvStore } from './kv.ts';
 import { MEMTOUCH_OPTIONS, Memtouch, type MemtouchOptions } from './memtouch.ts';
-import { encodeError } from './resp.ts';
+import type { WireProtocol } from './protocol.ts';
+import { encodeError, RESP_PROTOCOL } from './resp.ts';
 
 export const APP_KINDS = ['kv', 'memtouch'] as const;
 export type AppKind = (typeof APP_KINDS)[number];
@@ -23,6 +24,12 @@ export function formatApp(kind: string, options: Record<string, unknown>, mem: G
   if (kind === 'kv') KvStore.format(mem);
   else if (kind === 'memtouch') Memtouch.format(mem, memtouchOptions(options));
   else throw new Error(`unknown app '${kind}' (known: ${APP_KINDS.join(', ')})`);
+}
+
+/** The wire protocol the app's clients speak (memtouch answers RESP clients with an error). */
+export function protocolOf(kind: string): WireProtocol {
+  if (kind === 'kv' || kind === 'memtouch') return RESP_PROTOCOL;
+  throw new Error(`unknown app '${kind}' (known: ${APP_KINDS.join(', ')})`);
 }
 
 /**

@@ -13,6 +13,8 @@
 //
 // Pure module: no Node imports, so it runs inside vCPU worker threads.
 
+import type { Framer, WireProtocol } from './protocol.ts';
+
 const CR = 13;
 const LF = 10;
 const STAR = 42; // '*'
@@ -674,3 +676,20 @@ export class RespReplyParser {
     }
   }
 }
+
+/** RESP2 as a VM's wire protocol: each command is one request. */
+export const RESP_PROTOCOL: WireProtocol = {
+  name: 'resp',
+  framer(): Framer {
+    const parser = new RespParser();
+    return {
+      push(bytes) {
+        const r = parser.push(bytes);
+        const requests = r.commands.map((args) => ({ args }));
+        if (!r.error) return { requests };
+        return { requests, error: { message: r.error.message, reply: encodeError(`ERR ${r.error.message}`) } };
+      },
+      pending: () => parser.state().pending,
+    };
+  },
+};
