@@ -3,12 +3,14 @@
 
 import type { GuestAccess } from '../guest/access.ts';
 import type { GuestApp } from '../guest/vcpu-protocol.ts';
+import { HttpServer, httpOptions } from './http.ts';
+import { HTTP_PROTOCOL, textResponse } from './http-protocol.ts';
 import { KvStore } from './kv.ts';
 import { MEMTOUCH_OPTIONS, Memtouch, type MemtouchOptions } from './memtouch.ts';
 import type { WireProtocol } from './protocol.ts';
 import { encodeError, RESP_PROTOCOL } from './resp.ts';
 
-export const APP_KINDS = ['kv', 'memtouch'] as const;
+export const APP_KINDS = ['kv', 'memtouch', 'http'] as const;
 export type AppKind = (typeof APP_KINDS)[number];
 
 const NO_COMMANDS = encodeError('ERR memtouch is a batch job: it serves no commands');
@@ -23,18 +25,20 @@ function memtouchOptions(options: Record<string, unknown>): MemtouchOptions {
 export function formatApp(kind: string, options: Record<string, unknown>, mem: GuestAccess): void {
   if (kind === 'kv') KvStore.format(mem);
   else if (kind === 'memtouch') Memtouch.format(mem, memtouchOptions(options));
+  else if (kind === 'http') HttpServer.format(mem, httpOptions(options));
   else throw new Error(`unknown app '${kind}' (known: ${APP_KINDS.join(', ')})`);
 }
 
 /** The wire protocol the app's clients speak (memtouch answers RESP clients with an error). */
 export function protocolOf(kind: string): WireProtocol {
   if (kind === 'kv' || kind === 'memtouch') return RESP_PROTOCOL;
+  if (kind === 'http') return HTTP_PROTOCOL;
   throw new Error(`unknown app '${kind}' (known: ${APP_KINDS.join(', ')})`);
 }
 
 /**
  * A few counters read from the app's state in guest RAM (its header page only): memtouch
- * `steps` and `pagesWritten`, kv `keys`.
+ * `steps` and `pagesWritten`, kv `keys`, http `requests` and `hits`.
  */
 export function appStats(
   kind: string,
@@ -43,6 +47,10 @@ export function appStats(
 ): Record<string, number> {
   if (kind === 'memtouch') return { ...Memtouch.open(mem, memtouchOptions(options)).progress() };
   if (kind === 'kv') return { keys: KvStore.open(mem).stats().keys };
+  if (kind === 'http') {
+    const { requests, hits } = HttpServer.open(mem).stats();
+    return { requests, hits };
+  }
   throw new Error(`unknown app '${kind}' (known: ${APP_KINDS.join(', ')})`);
 }
 
@@ -59,6 +67,19 @@ export function openApp(kind: string, options: Record<string, unknown>, mem: Gue
         return kv.execute(args);
       },
       failed: (e) => encodeError(`ERR ${e.message.replace(/[\r\n]+/g, ' ')}`),
+    };
+  }
+  if (kind === 'http') {
+    let server: HttpServer | undefined;
+    return {
+      execute: (args) => {
+        server ??= HttpServer.open(mem);
+        return server.execute(args);
+      },
+      // `Connection: close`: were the request a HEAD, the client would take this body for
+      // the next response; it drops the connection instead
+      failed: (e) =>
+        textResponse(500, `internal error: ${e.message.replace(/[\r\n]+/g, ' ')}`, { close: true }),
     };
   }
   if (kind === 'memtouch') {

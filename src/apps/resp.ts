@@ -687,7 +687,10 @@ export const RESP_PROTOCOL: WireProtocol = {
         const r = parser.push(bytes);
         const requests = r.commands.map((args) => ({ args }));
         if (!r.error) return { requests };
-        return { requests, error: { message: r.error.message, reply: encodeError(`ERR ${r.error.message}`) } };
+        return {
+          requests,
+          error: { message: r.error.message, reply: encodeError(`ERR ${r.error.message}`) },
+        };
       },
       pending: () => parser.state().pending,
     };

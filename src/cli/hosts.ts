@@ -18,7 +18,7 @@ export function readSecret(file: string | undefined): Uint8Array {
   return new Uint8Array(bytes);
 }
 
-function parseListen(v: string): { host: string; port: number } {
+export function parseListen(v: string): { host: string; port: number } {
   const m = /^(.*):(\d+)$/.exec(v);
   if (!m || Number(m[2]) > 65535) throw new UsageError(`--listen: '${v}' is not ADDRESS:PORT`);
   return { host: m[1].replace(/^\[|\]$/g, '') || '127.0.0.1', port: Number(m[2]) };
@@ -29,20 +29,24 @@ export async function hostCommand(opts: {
   id: string;
   secretFile?: string;
   lanesPort: number;
+  switch?: string;
 }) {
   const { host, port } = parseListen(opts.listen);
+  if (opts.switch !== undefined && !/^.+:\d+$/.test(opts.switch))
+    throw new UsageError(`--switch: '${opts.switch}' is not ADDRESS:PORT`);
   const h = new Host({
     id: opts.id,
     host,
     port,
     lanesPort: opts.lanesPort,
     secret: readSecret(opts.secretFile),
+    switchAddress: opts.switch,
     log: (line) => console.error(`[${new Date().toISOString()}] ${opts.id}: ${line}`),
   });
   try {
     await h.start();
   } catch (e) {
-    throw new UsageError(`cannot listen on ${opts.listen}: ${(e as Error).message}`);
+    throw new UsageError(`cannot start host ${opts.id}: ${(e as Error).message}`);
   }
   console.log(h.url);
   const stop = async () => {

@@ -7,6 +7,7 @@ import { UsageError } from './errors.ts';
 import { hostCommand, migrateCommand, vmCreateCommand, vmListCommand, vmStopCommand } from './hosts.ts';
 import { reportCommand } from './report.ts';
 import { simCommand } from './sim.ts';
+import { switchCommand } from './switch.ts';
 import { validateCommand } from './validate.ts';
 
 export function parseCount(v: string): number {
@@ -100,7 +101,16 @@ program
   .requiredOption('--id <name>', "this host's name")
   .option('--secret-file <file>', 'the secret shared by all hosts (hex or raw, ≥ 16 bytes)')
   .option('--lanes-port <port>', 'TCP port for migration lanes (default: any free port)', parseCount, 0)
+  .option('--switch <addr:port>', "the virtual switch its VMs' clients come through (default: a port per VM)")
   .action(hostCommand);
+
+program
+  .command('switch')
+  .description('run the virtual switch: a stable client address per VM, following the VM between hosts')
+  .requiredOption('--listen <addr:port>', 'where hosts link to the switch, e.g. 127.0.0.1:7100')
+  .option('--secret-file <file>', 'the secret shared by the switch and all hosts')
+  .option('--clients-host <addr>', "address of the VMs' client ports", '127.0.0.1')
+  .action(switchCommand);
 
 const vm = program.command('vm').description('create, list and stop VMs on a host');
 vm.command('create')
@@ -110,7 +120,7 @@ vm.command('create')
   .option('--secret-file <file>', "the hosts' shared secret")
   .option('--ram <MiB>', 'guest RAM in MiB', parseCount, 64)
   .option('--vcpus <n>', 'vCPUs', parseCount, 1)
-  .option('--app <kind>', 'kv | memtouch', 'kv')
+  .option('--app <kind>', 'kv | http | memtouch', 'kv')
   .option('--servers <n>', 'server tasks per vCPU', parseCount, 8)
   .action(vmCreateCommand);
 vm.command('list')
@@ -141,6 +151,7 @@ program
   .option('--prepage <n>', 'pages sent after each faulted page', parseNumber('--prepage'), 7)
   .option('--json <file>', 'write the report as JSON')
   .action(migrateCommand);
+
 
 try {
   await program.parseAsync(process.argv);

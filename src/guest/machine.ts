@@ -35,6 +35,8 @@ export interface DeviceState {
   nextRequestId: number;
   /** Checksum of guest RAM when the guest stopped on the source (see host/pages.ts). */
   ramHash?: string;
+  /** The host-side devices' state (clients' connections), opaque to the guest. */
+  devices?: unknown;
 }
 
 /** The first pages of guest RAM belong to the guest kernel (one staging page per vCPU). */
@@ -280,6 +282,7 @@ export function encodeDeviceState(state: DeviceState): Uint8Array {
     spec: state.spec,
     nextRequestId: state.nextRequestId,
     ramHash: state.ramHash,
+    devices: state.devices,
     pending: state.pending.map((r) => ({
       id: r.id,
       args: r.args.map((a) => Buffer.from(a).toString('base64')),
@@ -293,12 +296,14 @@ export function decodeDeviceState(bytes: Uint8Array): DeviceState {
     spec: MachineSpec;
     nextRequestId: number;
     ramHash?: string;
+    devices?: unknown;
     pending: { id: number; args: string[] }[];
   };
   return {
     spec: o.spec,
     nextRequestId: o.nextRequestId,
     ramHash: o.ramHash,
+    devices: o.devices,
     pending: o.pending.map((r) => ({
       id: r.id,
       args: r.args.map((a) => new Uint8Array(Buffer.from(a, 'base64'))),

@@ -73,6 +73,8 @@ export interface IncomingRequest {
   cooperative: boolean;
   /** The source host's id, for logs. */
   from: string;
+  /** The switch the VM's clients come through: the destination must be linked to it too. */
+  switch?: string;
 }
 
 export interface IncomingInfo {

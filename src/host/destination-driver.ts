@@ -6,7 +6,7 @@ import { MigrationDestination } from '../engine/destination.ts';
 import type { Message, SourceMessage } from '../engine/messages.ts';
 import type { Outcome } from '../engine/stats.ts';
 import { type Percentiles, percentiles } from '../engine/stats.ts';
-import { decodeDeviceState, type GuestMachine } from '../guest/machine.ts';
+import { type DeviceState, decodeDeviceState, type GuestMachine } from '../guest/machine.ts';
 import { foldSums, installBatch } from './pages.ts';
 import type { Lanes } from './source-driver.ts';
 
@@ -42,7 +42,7 @@ export class DestinationDriver {
   private resolveDone!: (r: DestinationResult) => void;
   readonly done: Promise<DestinationResult>;
   /** The guest runs here now (at the switchover; in postcopy before every page arrived). */
-  onResumed: () => void = () => {};
+  onResumed: (state: DeviceState) => void = () => {};
   /** Bulk-lane messages not yet handed to the engine, in order. */
   private readonly backlog: Message[] = [];
   private backlogScheduled = false;
@@ -120,7 +120,7 @@ export class DestinationDriver {
     this.result.resumedAt = at;
     this.result.postcopy = postcopy;
     this.machine.resume(state);
-    this.onResumed();
+    this.onResumed(state);
   }
 
   /** Demand requests go on the urgent lane, everything else on the control lane. */

@@ -1,9 +1,10 @@
-// A `ferry host`: runs VMs (guest RAM, vCPU workers, a client endpoint each), serves the
-// control API, and migrates VMs to and from other hosts over authenticated TCP lanes.
+// A `ferry host`: runs VMs (guest RAM, vCPU workers, a network device each, reached through
+// the virtual switch or a port of the host), serves the control API, and migrates VMs to
+// and from other hosts over authenticated TCP lanes.
 
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
-import { APP_KINDS, APP_MODULE, appStats, formatApp } from '../apps/index.ts';
+import { APP_KINDS, APP_MODULE, appStats, formatApp, protocolOf } from '../apps/index.ts';
 import { migrationConfig } from '../engine/config.ts';
 import { PAGE_SIZE } from '../engine/messages.ts';
 import { histogram, percentiles } from '../engine/stats.ts';
@@ -21,9 +22,11 @@ import {
   type StartMigration,
   type VmInfo,
 } from './api.ts';
+import { type ClientPorts, DirectPorts } from './client-ports.ts';
 import { DestinationDriver } from './destination-driver.ts';
-import { RespEndpoint } from './resp-endpoint.ts';
-import { type Lanes, SourceDriver } from './source-driver.ts';
+import { type NicState, VmNic } from './nic.ts';
+import { type GuestDevices, type Lanes, SourceDriver } from './source-driver.ts';
+import { SwitchPorts } from './switch-link.ts';
 import {
   ALL_CAPABILITIES,
   connectLane,
@@ -39,6 +42,8 @@ export interface HostOptions {
   /** Port for migration lanes (0: any). */
   lanesPort: number;
   secret: Uint8Array;
+  /** The virtual switch ("address:port") through which clients reach this host's VMs. */
+  switchAddress?: string;
   log: (line: string) => void;
 }
 
@@ -48,7 +53,9 @@ interface Vm {
   app: string;
   appOptions: Record<string, unknown>;
   machine: GuestMachine | undefined;
-  endpoint: RespEndpoint;
+  nic: VmNic;
+  /** Where its clients connect. */
+  address: string;
   state: VmInfo['state'];
 }
 
@@ -76,8 +83,7 @@ export class Host {
   private readonly vms = new Map<string, Vm>();
   private readonly outgoing = new Map<string, Outgoing>();
   private readonly incoming = new Map<string, Incoming>();
-  /** Endpoints of VMs that left: they relay their clients to where the VM went. */
-  private readonly forwarders: RespEndpoint[] = [];
+  private ports: ClientPorts;
   private server: http.Server | undefined;
   private lanes: Listener | undefined;
   port = 0;
@@ -85,6 +91,7 @@ export class Host {
 
   constructor(readonly options: HostOptions) {
     this.secretHex = Buffer.from(options.secret).toString('hex');
+    this.ports = new DirectPorts(options.host);
   }
 
   get url(): string {
@@ -92,6 +99,16 @@ export class Host {
   }
 
   async start(): Promise<void> {
+    if (this.options.switchAddress) {
+      const link = new SwitchPorts(
+        this.options.switchAddress,
+        this.options.id,
+        this.options.secret,
+        this.options.log,
+      );
+      await link.connect();
+      this.ports = link;
+    }
     this.lanes = await listenLanes({
       host: this.options.host,
       port: this.options.lanesPort,
@@ -112,12 +129,9 @@ export class Host {
   }
 
   async close(): Promise<void> {
-    for (const vm of this.vms.values()) {
-      await vm.endpoint.close();
-      await vm.machine?.stop();
-    }
+    for (const vm of this.vms.values()) await vm.machine?.stop();
     for (const i of this.incoming.values()) await i.machine.stop();
-    for (const f of this.forwarders) await f.close();
+    await this.ports.close();
     await this.lanes?.close();
     await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
   }
@@ -171,7 +185,7 @@ export class Host {
       vcpus: vm.spec.vcpus,
       app: vm.app,
       state: vm.state,
-      endpoint: `${this.options.host}:${vm.endpoint.port}`,
+      endpoint: vm.address,
       appStats: appStatsOf(vm),
     }));
   }
@@ -202,9 +216,15 @@ export class Host {
     const machine = await GuestMachine.boot(spec, ram, { cooperative: true });
     machine.onError = (m) => this.options.log(`VM ${b.name}: ${m}`);
     const vm = this.addVm(b.name, spec, b.app, b.appOptions ?? {}, machine, 'running');
-    await vm.endpoint.listen(this.options.host);
+    try {
+      vm.address = await this.ports.attach(vm.name, vm.nic, true);
+    } catch (e) {
+      this.vms.delete(vm.name);
+      await machine.stop();
+      throw new ApiError(409, (e as Error).message);
+    }
     this.options.log(
-      `VM ${b.name} created: ${b.ramMiB} MiB, ${b.vcpus} vCPU, ${b.app} on port ${vm.endpoint.port}`,
+      `VM ${b.name} created: ${b.ramMiB} MiB, ${b.vcpus} vCPU, ${b.app}, clients at ${vm.address}`,
     );
     return this.info(vm);
   }
@@ -224,7 +244,8 @@ export class Host {
       appOptions,
       machine,
       state,
-      endpoint: new RespEndpoint(() => vm.machine, this.options.log),
+      nic: new VmNic(protocolOf(app), () => vm.machine),
+      address: '',
     };
     this.vms.set(name, vm);
     return vm;
@@ -238,7 +259,8 @@ export class Host {
     if (vm.state === 'incoming')
       throw new ApiError(409, `VM '${name}' is still receiving its pages; stop it once they have arrived`);
     const info = this.info(vm);
-    await vm.endpoint.close();
+    this.ports.forget(name);
+    vm.nic.closeAll();
     await vm.machine?.stop();
     this.vms.delete(name);
     this.options.log(`VM ${name} stopped`);
@@ -275,6 +297,7 @@ export class Host {
       servers: vm.spec.servers,
       cooperative: b.cooperative,
       from: this.options.id,
+      switch: this.ports.carriesConnections ? this.options.switchAddress : undefined,
     } satisfies IncomingRequest).catch((e) => {
       throw refused(e);
     });
@@ -304,28 +327,29 @@ export class Host {
       config,
       (l) => this.options.log(`${id}: ${l}`),
       b.maxBandwidthMbps,
+      this.devicesOf(vm),
     );
     vm.state = 'migrating';
     const info: MigrationInfo = { id, vm: vm.name, state: 'running', progress: this.progressOf(driver) };
     this.outgoing.set(id, { info, driver });
-    // clients stay connected: once the guest runs on the destination, they follow it there
-    driver.onEvent = (e) => {
-      if (e.type === 'guest-stopped') void this.followGuest(b.to, id, vm);
-      else if (e.type === 'guest-continued') vm.endpoint.resumeLocal();
-    };
     driver.start();
     void driver.done.then(async (r) => {
       const report = await this.finalReport(id, b, vm.name, startedAt, driver, r);
       if (r.outcome === 'completed') {
         // the VM runs on the destination now (even when the integrity check then fails:
         // the guest stopped here for good): release it here
-        this.forwarders.push(vm.endpoint); // it relays its clients to the VM's new home
+        this.ports.left(vm.name);
+        vm.nic.forget();
         this.vms.delete(vm.name);
       } else {
         // aborted: the guest carries on here; failed in postcopy: it ran on the destination
         // and stays halted here (its RAM here is stale): listed as stopped, not running
         vm.state = machine.running ? 'running' : 'stopped';
-        if (!machine.running) vm.endpoint.dropClients();
+        if (!machine.running) {
+          // its clients are the destination's now (or, without a switch, gone)
+          this.ports.left(vm.name);
+          vm.nic.forget();
+        }
       }
       info.report = report;
       info.state = 'done';
@@ -420,19 +444,24 @@ export class Host {
     return m.info;
   }
 
-  /** Waits until the destination serves the VM, then relays this host's clients there. */
-  private async followGuest(to: string, id: string, vm: Vm): Promise<void> {
-    for (let i = 0; i < 500; i++) {
-      const inc = await call<IncomingInfo>(to, this.secretHex, 'GET', `/v1/incoming/${id}`).catch(
-        () => undefined,
-      );
-      if (inc?.endpoint) {
-        vm.endpoint.forward(inc.endpoint);
-        return;
-      }
-      if (inc?.state === 'done' || vm.machine?.running) return;
-      await new Promise((r) => setTimeout(r, 2));
-    }
+  /** The VM's clients, as its migration moves them. */
+  private devicesOf(vm: Vm): GuestDevices {
+    const moves = this.ports.carriesConnections;
+    return {
+      quiesce: () => this.ports.hold(vm.name),
+      save: () => {
+        if (!moves) return undefined;
+        const state = vm.nic.save();
+        this.ports.detach(vm.name);
+        return state;
+      },
+      resumeHere: () => {
+        void this.ports
+          .attach(vm.name, vm.nic, false)
+          .catch((e) => this.options.log(`VM ${vm.name}: ${(e as Error).message}`));
+        vm.nic.pump();
+      },
+    };
   }
 
   // --- incoming migrations ------------------------------------------------------------------
@@ -440,6 +469,11 @@ export class Host {
   private async prepareIncoming(b: IncomingRequest): Promise<IncomingInfo> {
     if (!b || typeof b.migrationId !== 'string') throw new ApiError(400, 'migrationId is required');
     if (this.vms.has(b.vm)) throw new ApiError(409, `a VM named '${b.vm}' already runs on this host`);
+    if (b.switch && (!this.ports.carriesConnections || this.options.switchAddress !== b.switch))
+      throw new ApiError(
+        409,
+        `host ${this.options.id} is not linked to the switch ${b.switch} (${this.options.switchAddress ? `it uses ${this.options.switchAddress}` : 'it has none'}): the VM's clients could not follow it`,
+      );
     const spec = machineSpec(b.ramMiB, b.vcpus, b.app, b.appOptions, b.servers);
     const ram = GuestRam.create(spec.ramBytes, false);
     // touch every page now, so the kernel maps the memory before pages pour in, not during
@@ -479,17 +513,24 @@ export class Host {
     // clients reach the VM here from the moment it runs here (in postcopy, while pages
     // still arrive), not only once the last page has landed
     let published: Promise<Vm> | undefined;
-    const publish = (state: VmInfo['state']) => {
+    const publish = (state: VmInfo['state'], devices?: unknown) => {
       published ??= (async () => {
         const vm = this.addVm(b.vm, inc.machine.spec, b.app, b.appOptions, inc.machine, state);
-        await vm.endpoint.listen(this.options.host);
-        inc.info.endpoint = `${this.options.host}:${vm.endpoint.port}`;
-        this.options.log(`VM ${b.vm} now runs here, clients on port ${vm.endpoint.port}`);
+        // the connections the source's device had move in: their clients carry on here
+        if (devices && this.ports.carriesConnections)
+          vm.nic.restore(devices as NicState, (conn) => this.ports.wire(vm.name, conn));
+        vm.address = await this.ports.attach(vm.name, vm.nic, false).catch((e) => {
+          this.options.log(`VM ${b.vm}: ${(e as Error).message}`);
+          return '';
+        });
+        inc.info.endpoint = vm.address;
+        this.options.log(`VM ${b.vm} now runs here, clients at ${vm.address}`);
         return vm;
       })();
       return published;
     };
-    driver.onResumed = () => void publish(driver.destination.phase === 'postcopy' ? 'incoming' : 'running');
+    driver.onResumed = (s) =>
+      void publish(driver.destination.phase === 'postcopy' ? 'incoming' : 'running', s.devices);
     void driver.done.then(async (r) => {
       const stats = r.outcome === 'completed' ? await inc.machine.collectStats() : undefined;
       inc.info.state = 'done';

@@ -17,6 +17,18 @@ export interface Lanes {
   urgent: LaneConnection;
 }
 
+/** The host-side devices of the guest (its clients' connections), as a migration moves them. */
+export interface GuestDevices {
+  /** Before the guest stops: clients' bytes stop arriving here (they are kept for later). */
+  quiesce(): Promise<void>;
+  /** At the stop: the devices' state, which moves with the guest; they let go of it here. */
+  save(): unknown;
+  /** The guest carries on here (the migration was abandoned at the stop). */
+  resumeHere(): void;
+}
+
+const NO_DEVICES: GuestDevices = { quiesce: async () => {}, save: () => undefined, resumeHere: () => {} };
+
 export interface SourceResult {
   outcome: Outcome;
   reason: string;
@@ -55,6 +67,7 @@ export class SourceDriver {
     private readonly log: (line: string) => void = () => {},
     /** Caps the page rate (Mbit/s of page data on the bulk lane). */
     private readonly maxBandwidthMbps?: number,
+    private readonly devices: GuestDevices = NO_DEVICES,
   ) {
     const ram = machine.ram;
     this.source = new MigrationSource(
@@ -123,7 +136,7 @@ export class SourceDriver {
           this.result.stoppedAt = this.pauseRequestedAt;
           break;
         case 'guest-continued':
-          if (this.state) this.machine.resume({ ...this.state, pending: [] });
+          this.resumeHere();
           break;
         case 'finished':
           this.finish(e.outcome, e.reason);
@@ -138,22 +151,36 @@ export class SourceDriver {
   private stopGuest(): void {
     if (this.pauseRequestedAt >= 0) return;
     this.pauseRequestedAt = now();
-    void this.machine.pause().then(
-      (state) => {
-        this.state = state;
-        if (this.finished || this.source.phase !== 'stopping') {
-          // the migration ended (a lane broke, a cancel) while the guest was pausing: the
-          // destination never ran it, so it carries on here
-          this.machine.resume({ ...state, pending: [] });
-          return;
-        }
-        // requests in progress stay with the host's client endpoint, which sends them again
-        // wherever the guest resumes; only the guest's own state moves
-        this.source.guestStopped(now(), encodeDeviceState({ ...state, pending: [] }));
-        this.afterEngine();
+    void this.devices.quiesce().then(
+      () =>
+        this.machine.pause().then(
+          (state) => {
+            this.state = state;
+            if (this.finished || this.source.phase !== 'stopping') {
+              // the migration ended (a lane broke, a cancel) while the guest was pausing:
+              // the destination never ran it, so it carries on here
+              this.resumeHere();
+              return;
+            }
+            // requests in progress stay queued in the devices' connection state, which
+            // moves with the guest; they run again wherever it resumes
+            const devices = this.devices.save();
+            this.source.guestStopped(now(), encodeDeviceState({ ...state, pending: [], devices }));
+            this.afterEngine();
+          },
+          (e: Error) => this.finish('failed', `could not stop the guest: ${e.message}`),
+        ),
+      (e: Error) => {
+        this.cancel(`its clients could not be held for the switchover: ${e.message}`);
+        this.devices.resumeHere();
       },
-      (e: Error) => this.finish('failed', `could not stop the guest: ${e.message}`),
     );
+  }
+
+  /** The guest carries on here, with its devices. */
+  private resumeHere(): void {
+    if (this.state && !this.machine.running) this.machine.resume({ ...this.state, pending: [] });
+    this.devices.resumeHere();
   }
 
   private send(lane: LaneConnection, m: SourceMessage): boolean {
@@ -209,7 +236,7 @@ export class SourceDriver {
     if (phase === 'precopy') this.cancel(`the ${lane} lane broke: ${why}`);
     else if (phase === 'stopping' || phase === 'stop-and-copy') {
       // the destination never resumed: the guest carries on here
-      if (this.state) this.machine.resume({ ...this.state, pending: [] });
+      this.resumeHere();
       this.finish('aborted', `the ${lane} lane broke during the stop-and-copy: ${why}`);
     } else this.finish('failed', `the ${lane} lane broke in ${phase}: ${why}`);
   }

@@ -222,7 +222,7 @@ interface Transcript {
   version: number;
   clientCaps: number;
   serverCaps: number;
-  lane: Lane;
+  lane: string;
   migrationId: string;
 }
 
@@ -394,10 +394,10 @@ function watch(socket: net.Socket, inbox: Inbox, timeoutMs: number, stage: () =>
 
 async function serverHandshake(
   inbox: Inbox,
-  opts: ListenOptions,
+  opts: ChannelListenOptions,
   remoteAddress: string,
-  progress: (stage: string, hello?: Partial<Hello>) => void,
-): Promise<Hello> {
+  progress: (stage: string, hello?: Partial<ChannelHello>) => void,
+): Promise<ChannelHello> {
   const socket = inbox.socket;
   progress('reading the hello');
   for (let i = 0; i < MAGIC.length; i++) {
@@ -436,7 +436,7 @@ async function serverHandshake(
   }
   const laneName = rest.subarray(at, at + laneLen).toString('latin1');
   at += laneLen;
-  if (!isLane(laneName))
+  if (!opts.channels.includes(laneName))
     throw new TransportError('protocol', `hello: unknown lane ${JSON.stringify(laneName)}`);
   const idLen = rest[at++];
   if (idLen === 0 || idLen > MAX_MIGRATION_ID_BYTES || at + idLen !== n) {
@@ -448,7 +448,7 @@ async function serverHandshake(
   } catch {
     throw new TransportError('protocol', 'hello: migration id is not valid UTF-8');
   }
-  const hello: Hello = { version, capabilities, migrationId, lane: laneName, remoteAddress };
+  const hello: ChannelHello = { version, capabilities, migrationId, lane: laneName, remoteAddress };
   progress('authenticating', hello);
 
   const serverNonce = randomBytes(NONCE_BYTES);
@@ -480,18 +480,72 @@ async function serverHandshake(
 }
 
 /** Listens for lanes from source hosts. */
-export function listenLanes(opts: ListenOptions): Promise<Listener> {
+export async function listenLanes(opts: ListenOptions): Promise<Listener> {
+  const lanes = new Set<LaneConnection>();
+  const listener = await listenChannels({
+    ...opts,
+    channels: LANES,
+    onChannel: (ch) => {
+      const hello = { ...ch.hello, lane: ch.hello.lane as Lane };
+      if (hello.lane === 'bulk') ch.socket.setNoDelay(false);
+      const lane = new TcpLane(
+        ch.socket,
+        hello.lane,
+        hello.migrationId,
+        hello.capabilities,
+        hello.remoteAddress,
+        ch.leftover,
+      );
+      lanes.add(lane);
+      lane.onClose(() => lanes.delete(lane));
+      try {
+        opts.onLane(lane, hello);
+      } catch (e) {
+        lane.fail(new TransportError('handler', `onLane threw: ${(e as Error)?.message ?? e}`, { cause: e }));
+      }
+    },
+  });
+  return {
+    port: listener.port,
+    close() {
+      for (const lane of lanes) lane.destroy();
+      return listener.close();
+    },
+  };
+}
+
+/** The hello of an authenticated channel: `lane` names the channel, `migrationId` the session. */
+export type ChannelHello = Omit<Hello, 'lane'> & { lane: string };
+
+/** A socket past the handshake, and the bytes that arrived behind it. */
+export interface Channel {
+  socket: net.Socket;
+  hello: ChannelHello;
+  leftover: Buffer[];
+}
+
+export interface ChannelListenOptions extends Omit<ListenOptions, 'onLane'> {
+  /** The channel names accepted. */
+  channels: readonly string[];
+  onChannel: (channel: Channel) => void;
+}
+
+/**
+ * Accepts connections that complete the handshake (magic, version, capabilities, mutual
+ * HMAC of nonces with the shared secret) for one of `channels`; migration lanes are one
+ * use, a host's link to the virtual switch another.
+ */
+export function listenChannels(opts: ChannelListenOptions): Promise<Listener> {
   checkSecret(opts.secret);
   checkCapabilities(opts.capabilities);
   const timeoutMs = opts.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
   const sockets = new Set<net.Socket>();
-  const lanes = new Set<LaneConnection>();
   const server = net.createServer({ highWaterMark: opts.highWaterMark ?? DEFAULT_HIGH_WATER_MARK });
 
   server.on('connection', (socket) => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
-    socket.on('error', () => {}); // reported through the inbox or the lane
+    socket.on('error', () => {}); // reported through the inbox or the channel's owner
     socket.setNoDelay(true); // the handshake is a few small messages each way
     const remote = addressOf(socket);
     const inbox = new Inbox(socket);
@@ -504,24 +558,7 @@ export function listenLanes(opts: ListenOptions): Promise<Listener> {
     }).then(
       (hello) => {
         unwatch();
-        if (hello.lane === 'bulk') socket.setNoDelay(false);
-        const lane = new TcpLane(
-          socket,
-          hello.lane,
-          hello.migrationId,
-          hello.capabilities,
-          remote,
-          inbox.detach(),
-        );
-        lanes.add(lane);
-        lane.onClose(() => lanes.delete(lane));
-        try {
-          opts.onLane(lane, hello);
-        } catch (e) {
-          lane.fail(
-            new TransportError('handler', `onLane threw: ${(e as Error)?.message ?? e}`, { cause: e }),
-          );
-        }
+        opts.onChannel({ socket, hello, leftover: inbox.detach() });
       },
       (e: unknown) => {
         unwatch();
@@ -549,7 +586,6 @@ export function listenLanes(opts: ListenOptions): Promise<Listener> {
         close() {
           closing ??= new Promise<void>((done) => {
             server.close(() => done());
-            for (const lane of lanes) lane.destroy();
             for (const s of sockets) s.destroy();
           });
           return closing;
@@ -564,15 +600,34 @@ export function listenLanes(opts: ListenOptions): Promise<Listener> {
 
 /** Opens one lane to a destination host and completes the handshake. */
 export async function connectLane(opts: ConnectOptions): Promise<LaneConnection> {
+  if (!isLane(opts.lane)) throw new RangeError(`unknown lane ${JSON.stringify(opts.lane)}`);
+  const ch = await dialChannel(opts);
+  if (opts.lane === 'bulk') ch.socket.setNoDelay(false);
+  return new TcpLane(
+    ch.socket,
+    opts.lane,
+    opts.migrationId,
+    ch.hello.capabilities,
+    ch.hello.remoteAddress,
+    ch.leftover,
+  );
+}
+
+/**
+ * Connects and completes the handshake for channel `opts.lane`; the hello returned carries
+ * the server's capabilities.
+ */
+export async function dialChannel(opts: Omit<ConnectOptions, 'lane'> & { lane: string }): Promise<Channel> {
   checkSecret(opts.secret);
   checkCapabilities(opts.capabilities);
-  if (!isLane(opts.lane)) throw new RangeError(`unknown lane ${JSON.stringify(opts.lane)}`);
   const id = Buffer.from(opts.migrationId, 'utf8');
   if (id.length === 0 || id.length > MAX_MIGRATION_ID_BYTES) {
     throw new RangeError(
       `migration id must be 1..${MAX_MIGRATION_ID_BYTES} bytes of UTF-8, got ${id.length}`,
     );
   }
+  if (opts.lane.length === 0 || opts.lane.length > MAX_LANE_NAME || !/^[a-z]+$/.test(opts.lane))
+    throw new RangeError(`unknown lane ${JSON.stringify(opts.lane)}`);
   const timeoutMs = opts.timeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
   const where = `${opts.host}:${opts.port}`;
   const socketOpts: net.TcpNetConnectOpts & DuplexOptions = {
@@ -582,7 +637,7 @@ export async function connectLane(opts: ConnectOptions): Promise<LaneConnection>
     writableHighWaterMark: opts.highWaterMark ?? DEFAULT_HIGH_WATER_MARK,
   };
   const socket = net.connect(socketOpts);
-  socket.on('error', () => {}); // reported through the inbox or the lane
+  socket.on('error', () => {}); // reported through the inbox or the channel's owner
   const inbox = new Inbox(socket);
   let stage = 'connecting';
   const unwatch = watch(socket, inbox, timeoutMs, () => stage);
@@ -645,8 +700,17 @@ export async function connectLane(opts: ConnectOptions): Promise<LaneConnection>
     }
     socket.write(Buffer.of(0));
     unwatch();
-    if (opts.lane === 'bulk') socket.setNoDelay(false);
-    return new TcpLane(socket, opts.lane, opts.migrationId, serverCaps, addressOf(socket), inbox.detach());
+    return {
+      socket,
+      hello: {
+        version,
+        capabilities: serverCaps,
+        migrationId: opts.migrationId,
+        lane: opts.lane,
+        remoteAddress: addressOf(socket),
+      },
+      leftover: inbox.detach(),
+    };
   } catch (e) {
     unwatch();
     inbox.detach();

@@ -15,6 +15,7 @@ import {
   KvStore,
 } from '../../src/apps/kv.ts';
 import { ArrayAccess, type GuestAccess, PageNotPresent } from '../../src/guest/access.ts';
+import { TxAccess } from '../support/tx-access.ts';
 
 /** Each char code 0..255 as one byte. */
 function b(s: string): Uint8Array {
@@ -554,50 +555,6 @@ test('verify() finds leaked blocks; a chain that loops is an error, not a hang',
 
 // ---------------------------------------------------------------------------------------
 // Restart: interrupted by PageNotPresent, rolled back, re-run
-
-/**
- * The caller's transactional semantics: writes of a command go to a working copy, applied
- * on commit and dropped when the command is interrupted. Throws PageNotPresent at access
- * number `faultAt` of the current run.
- */
-class TxAccess implements GuestAccess {
-  private work: ArrayAccess;
-  accesses = 0;
-  private faultAt = -1;
-  constructor(readonly committed: Uint8Array) {
-    this.work = new ArrayAccess(committed.slice());
-  }
-  get size(): number {
-    return this.committed.length;
-  }
-  begin(faultAt = -1): void {
-    this.work = new ArrayAccess(this.committed.slice());
-    this.accesses = 0;
-    this.faultAt = faultAt;
-  }
-  commit(): void {
-    this.committed.set(this.work.bytes);
-  }
-  private touch(addr: number): void {
-    if (this.accesses++ === this.faultAt) throw new PageNotPresent(Math.floor(addr / 4096));
-  }
-  read(addr: number, len: number): Uint8Array {
-    this.touch(addr);
-    return this.work.read(addr, len);
-  }
-  write(addr: number, bytes: Uint8Array): void {
-    this.touch(addr);
-    this.work.write(addr, bytes);
-  }
-  readU32(addr: number): number {
-    this.touch(addr);
-    return this.work.readU32(addr);
-  }
-  writeU32(addr: number, value: number): void {
-    this.touch(addr);
-    this.work.writeU32(addr, value);
-  }
-}
 
 test('restart: a command interrupted at any access, rolled back and re-run, ends as if never interrupted', () => {
   let interruptions = 0;

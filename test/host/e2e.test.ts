@@ -103,22 +103,22 @@ interface HostProcess {
   kill(): Promise<void>;
 }
 
-async function spawnHost(id: string, secretFile = SECRET_FILE): Promise<HostProcess> {
-  const port = await freePort();
-  const child = spawn(
-    process.execPath,
-    [FERRY, 'host', '--listen', `127.0.0.1:${port}`, '--id', id, '--secret-file', secretFile],
-    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
-  );
+/** Starts `ferry ARGS…` and waits for the first line of its stdout that matches `ready`. */
+async function spawnFerry(
+  what: string,
+  args: string[],
+  ready: RegExp,
+): Promise<{ child: ChildProcess; log: string[]; line: string }> {
+  const child = spawn(process.execPath, [FERRY, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
   const log: string[] = [];
   child.stderr!.setEncoding('utf8').on('data', (d: string) => log.push(...d.split('\n').filter(Boolean)));
-  const url = await new Promise<string>((resolve, reject) => {
+  const line = await new Promise<string>((resolve, reject) => {
     let out = '';
-    const timer = setTimeout(() => reject(new Error(`host ${id} did not start: ${log.join('\n')}`)), 20_000);
+    const timer = setTimeout(() => reject(new Error(`${what} did not start: ${log.join('\n')}`)), 20_000);
     child.stdout!.setEncoding('utf8').on('data', (d: string) => {
       out += d;
-      const m = /^(http:\/\/\S+)$/m.exec(out);
+      const m = ready.exec(out);
       if (m) {
         clearTimeout(timer);
         resolve(m[1]);
@@ -126,9 +126,37 @@ async function spawnHost(id: string, secretFile = SECRET_FILE): Promise<HostProc
     });
     child.once('exit', (code) => {
       clearTimeout(timer);
-      reject(new Error(`host ${id} exited with ${code}: ${log.join('\n')}`));
+      reject(new Error(`${what} exited with ${code}: ${log.join('\n')}`));
     });
   });
+  return { child, log, line };
+}
+
+/** A virtual switch: its address for hosts. */
+async function spawnSwitch(): Promise<string> {
+  const port = await freePort();
+  const sw = await spawnFerry(
+    'the switch',
+    ['switch', '--listen', `127.0.0.1:${port}`, '--secret-file', SECRET_FILE],
+    /^(\S+:\d+)$/m,
+  );
+  return sw.line;
+}
+
+async function spawnHost(id: string, secretFile = SECRET_FILE, switchAddress?: string): Promise<HostProcess> {
+  const port = await freePort();
+  const {
+    child,
+    log,
+    line: url,
+  } = await spawnFerry(
+    `host ${id}`,
+    [
+      ...['host', '--listen', `127.0.0.1:${port}`, '--id', id, '--secret-file', secretFile],
+      ...(switchAddress ? ['--switch', switchAddress] : []),
+    ],
+    /^(http:\/\/\S+)$/m,
+  );
   const lanes = /migration lanes on port (\d+)/.exec(log.join('\n'));
   return {
     id,
@@ -283,7 +311,8 @@ describe('two hosts', () => {
   const allAcked = new Map<string, string>();
 
   before(async () => {
-    [a, b] = await Promise.all([spawnHost('a'), spawnHost('b')]);
+    const sw = await spawnSwitch();
+    [a, b] = await Promise.all([spawnHost('a', SECRET_FILE, sw), spawnHost('b', SECRET_FILE, sw)]);
     await createVm(a, { name: VM, ramMiB: 32, vcpus: 2, app: 'kv' });
   });
 
@@ -325,6 +354,7 @@ describe('two hosts', () => {
     assert.ok(report.switchoverMs > 0 && report.downtimeMs > 0, describeReport(report));
     assert.ok(report.switchoverMs + report.downtimeMs <= report.totalTimeMs, describeReport(report));
     assertNothingLost(result);
+    assert.equal(result.reconnects, 0, `every connection kept through the switch: ${summary(result)}`);
     const where = await whereIs(VM, hosts);
     assert.deepEqual(
       where.map((w) => [w.host.id, w.info.state]),
@@ -726,7 +756,8 @@ describe('real clients', () => {
   const VM = 'kv-bench';
 
   before(async () => {
-    [r1, r2] = await Promise.all([spawnHost('r1'), spawnHost('r2')]);
+    const sw = await spawnSwitch();
+    [r1, r2] = await Promise.all([spawnHost('r1', SECRET_FILE, sw), spawnHost('r2', SECRET_FILE, sw)]);
     await createVm(r1, { name: VM, ramMiB: 32, vcpus: 1, app: 'kv' });
   });
   after(async () => {

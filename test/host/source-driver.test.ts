@@ -46,7 +46,7 @@ function fakeLane(lane: Lane) {
 /** A guest whose pause completes only when the test says so. */
 function fakeMachine(pages: number) {
   const ram = GuestRam.create(pages * 4096, true);
-  let finishPause: (s: DeviceState) => void = () => {};
+  let finishPause: ((s: DeviceState) => void) | undefined;
   const resumed: DeviceState[] = [];
   let stopped = 0;
   const machine = {
@@ -66,7 +66,8 @@ function fakeMachine(pages: number) {
     machine: machine as unknown as GuestMachine,
     resumed,
     stopped: () => stopped,
-    finishPause: (s: DeviceState) => finishPause(s),
+    pausing: () => finishPause !== undefined,
+    finishPause: (s: DeviceState) => finishPause?.(s),
   };
 }
 
@@ -87,6 +88,8 @@ for (const mode of ['precopy', 'postcopy'] as const) {
       driver.start();
       for (let i = 0; i < 50 && driver.source.phase !== 'stopping'; i++) await tick();
       assert.equal(driver.source.phase, 'stopping', 'the engine asked the guest to stop');
+      for (let i = 0; i < 50 && !vm.pausing(); i++) await tick();
+      assert.ok(vm.pausing(), 'the guest is pausing');
 
       lanes.bulk.break('connection reset');
       vm.finishPause({ pending: [] } as unknown as DeviceState);
