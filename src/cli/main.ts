@@ -5,6 +5,7 @@ import { ScenarioError } from '../sim/scenario.ts';
 import { demoCommand } from './demo.ts';
 import { UsageError } from './errors.ts';
 import { hostCommand, migrateCommand, vmCreateCommand, vmListCommand, vmStopCommand } from './hosts.ts';
+import { registerLab } from './lab.ts';
 import { reportCommand } from './report.ts';
 import { simCommand } from './sim.ts';
 import { switchCommand } from './switch.ts';
@@ -152,6 +153,7 @@ program
   .option('--json <file>', 'write the report as JSON')
   .action(migrateCommand);
 
+registerLab(program);
 
 try {
   await program.parseAsync(process.argv);

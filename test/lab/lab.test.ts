@@ -1,0 +1,308 @@
+// `ferry lab`: network namespaces on a bridge, veths shaped by tbf, a host answering in each
+// namespace; a TCP transfer between two namespaces runs at the configured rate; `down`
+// leaves nothing behind; a second `up` and a start that fails midway are handled. The lab
+// here uses its own subnet, bridge and host names, so a lab a user has up is never touched.
+
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, type TestContext, test } from 'node:test';
+import { call } from '../../src/host/api.ts';
+import { inNetns, isRoot, type LabState, pidAlive, withLab } from '../../src/lab/lab.ts';
+import { linkExists, listNetns, tbfOf } from '../../src/lab/netns.ts';
+import { ferry, repoRoot } from '../support/ferry-cli.ts';
+
+const ROOT = isRoot();
+const SKIP_ROOT =
+  'needs root: ferry lab makes network namespaces, a bridge and tc qdiscs (run the tests as root)';
+
+const TMP = mkdtempSync(join(tmpdir(), 'ferry-lab-'));
+const SUBNET = '10.78.0';
+const BRIDGE = 'ferrytst0';
+const HOSTS = ['ta', 'tb'];
+const NAMES = ['--subnet', SUBNET, '--bridge', BRIDGE, '--hosts', HOSTS.join(',')];
+const DIR = join(TMP, 'lab');
+const SWITCH_DIR = join(TMP, 'lab-switch');
+const CODE_DIR = join(TMP, 'lab-code');
+
+after(() => {
+  if (ROOT) for (const dir of [DIR, SWITCH_DIR, CODE_DIR]) ferry('lab', 'down', '--dir', dir, ...NAMES);
+  rmSync(TMP, { recursive: true, force: true });
+});
+
+function ok(r: { status: number | null; stdout: string; stderr: string }, what: string): void {
+  assert.equal(r.status, 0, `${what} exited with ${r.status}: ${r.stderr}${r.stdout}`);
+}
+
+/** Processes still running with a secret file of the lab in `dir` on their command line. */
+function processesOf(dir: string): number[] {
+  return readdirSync('/proc')
+    .filter((e) => /^\d+$/.test(e))
+    .map(Number)
+    .filter((pid) => {
+      try {
+        return pidAlive(pid) && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(`${dir}/secret`);
+      } catch {
+        return false;
+      }
+    });
+}
+
+async function assertNothingLeft(dir: string): Promise<void> {
+  const netns = await listNetns();
+  for (const h of HOSTS) {
+    assert.ok(!netns.includes(`ferry-${h}`), `netns ferry-${h} is left`);
+    assert.ok(!(await linkExists(`fv-${h}`)), `veth fv-${h} is left`);
+  }
+  assert.ok(!(await linkExists(BRIDGE)), `bridge ${BRIDGE} is left`);
+  assert.deepEqual(processesOf(dir), [], 'processes of the lab still run');
+}
+
+// a receiver in one namespace, timing from its first byte to its last
+const RECEIVER = `
+const net = require('node:net');
+const server = net.createServer((c) => {
+  let bytes = 0, first = 0, t0 = 0, t1 = 0;
+  c.on('data', (d) => {
+    const now = performance.now();
+    if (!t0) { t0 = now; first = d.length; }
+    t1 = now;
+    bytes += d.length;
+  });
+  c.on('end', () => {
+    console.log(JSON.stringify({ bytes, timed: bytes - first, seconds: (t1 - t0) / 1000 }));
+    server.close();
+  });
+});
+server.listen(Number(process.argv[2]), process.argv[1], () => console.log('ready'));
+`;
+
+const SENDER = `
+const net = require('node:net');
+const c = net.connect(Number(process.argv[2]), process.argv[1], () => c.end(Buffer.alloc(8 << 20, 7)));
+c.on('error', (e) => { console.error(e.message); process.exit(1); });
+`;
+
+function spawnIn(netns: string, script: string, ...args: string[]): ChildProcess {
+  const { file, args: argv } = inNetns(netns, [process.execPath, '-e', script, ...args]);
+  return spawn(file, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+/** Collects a child's output; `waitFor` resolves once the output matches. */
+function reader(child: ChildProcess) {
+  let out = '';
+  let err = '';
+  let closed = false;
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+    out += d;
+  });
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    err += d;
+  });
+  child.once('close', () => {
+    closed = true;
+  });
+  return {
+    async waitFor(re: RegExp, timeoutMs: number): Promise<string> {
+      const deadline = Date.now() + timeoutMs;
+      while (!re.test(out)) {
+        if (closed) throw new Error(`ended before ${re}: ${out}${err}`);
+        if (Date.now() > deadline) throw new Error(`no ${re} within ${timeoutMs} ms: ${out}${err}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      return out;
+    },
+  };
+}
+
+function skipUnlessRoot(t: TestContext): boolean {
+  if (ROOT) return false;
+  t.skip(SKIP_ROOT);
+  return true;
+}
+
+describe('ferry lab', () => {
+  let state: LabState | undefined;
+  const lab = () => {
+    assert.ok(state, 'the lab did not come up');
+    return state;
+  };
+
+  test('up makes a namespace per host on a shaped bridge, and each host answers its API', async (t) => {
+    if (skipUnlessRoot(t)) return;
+    const r = ferry('lab', 'up', '--no-switch', '--mbps', '100', '--dir', DIR, '--json', ...NAMES);
+    ok(r, 'lab up');
+    state = JSON.parse(r.stdout) as LabState;
+    assert.equal(state.status, 'up');
+    assert.deepEqual(
+      state.hosts.map((h) => [h.name, h.netns, h.url]),
+      [
+        ['ta', 'ferry-ta', `http://${SUBNET}.1:7001`],
+        ['tb', 'ferry-tb', `http://${SUBNET}.2:7001`],
+      ],
+    );
+    assert.equal(state.switchAddress, null);
+    assert.equal(state.processes.length, 2);
+    const netns = await listNetns();
+    assert.ok(netns.includes('ferry-ta') && netns.includes('ferry-tb'), `namespaces: ${netns.join(' ')}`);
+    assert.ok(await linkExists(BRIDGE));
+    // both ends of each veth shaped at 100 Mbit/s = 12.5 MB/s, bucket 50,000 B
+    for (const h of state.hosts)
+      for (const q of [await tbfOf(h.veth), await tbfOf('eth0', h.netns)])
+        assert.deepEqual(q, { rateBytes: 12_500_000, burstBytes: 50_000 });
+    const secret = readFileSync(state.secretFile, 'utf8').trim();
+    assert.match(secret, /^[0-9a-f]{64}$/);
+    for (const h of state.hosts) assert.deepEqual(await call(h.url, secret, 'GET', '/v1/vms'), []);
+  });
+
+  test('a TCP transfer from ferry-ta to ferry-tb runs at the link rate (100 Mbit/s)', async (t) => {
+    if (skipUnlessRoot(t)) return;
+    const [a, b] = lab().hosts;
+    const receiver = spawnIn(b.netns, RECEIVER, b.ip, '9100');
+    let sender: ChildProcess | undefined;
+    try {
+      const received = reader(receiver);
+      await received.waitFor(/ready/, 5_000);
+      sender = spawnIn(a.netns, SENDER, b.ip, '9100');
+      const out = await received.waitFor(/"seconds"/, 15_000);
+      const m = JSON.parse(out.split('\n').find((l) => l.startsWith('{'))!) as {
+        bytes: number;
+        timed: number;
+        seconds: number;
+      };
+      assert.equal(m.bytes, 8 << 20);
+      const mbps = (m.timed * 8) / m.seconds / 1e6;
+      t.diagnostic(`8 MiB from ferry-ta to ferry-tb at ${mbps.toFixed(1)} Mbit/s (link 100 Mbit/s)`);
+      assert.ok(mbps <= 110, `${mbps.toFixed(1)} Mbit/s is above the 100 Mbit/s link`);
+      assert.ok(mbps >= 50, `${mbps.toFixed(1)} Mbit/s is far below the 100 Mbit/s link`);
+    } finally {
+      receiver.kill();
+      sender?.kill();
+    }
+  });
+
+  test('up refuses while the lab is up, and leaves it running', async (t) => {
+    if (skipUnlessRoot(t)) return;
+    const s = lab();
+    const r = ferry('lab', 'up', '--no-switch', '--dir', DIR, ...NAMES);
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, /^ferry: a lab is already up in .*: run `ferry lab down --dir .*` first\n$/);
+    for (const p of s.processes) assert.ok(pidAlive(p.pid), `${p.name} was stopped`);
+    assert.ok((await listNetns()).includes('ferry-ta'));
+  });
+
+  test('status shows the namespaces, the shaping and the hosts answering', (t) => {
+    if (skipUnlessRoot(t)) return;
+    lab();
+    const r = ferry('lab', 'status', '--dir', DIR, ...NAMES);
+    ok(r, 'lab status');
+    assert.match(r.stdout, /up, 100 Mbit\/s/);
+    assert.match(r.stdout, /^ta\s+ferry-ta\s+fv-ta\s+100\s+100\s+\d+\s+http:\/\/10\.78\.0\.1:7001\s+yes$/m);
+    assert.match(r.stdout, /^tb\s+ferry-tb\s+fv-tb\s+100\s+100\s+\d+\s+http:\/\/10\.78\.0\.2:7001\s+yes$/m);
+  });
+
+  test('down stops the hosts and removes the namespaces, veths and bridge; twice is harmless', async (t) => {
+    if (skipUnlessRoot(t)) return;
+    const s = lab();
+    const r = ferry('lab', 'down', '--dir', DIR, ...NAMES);
+    ok(r, 'lab down');
+    assert.match(r.stdout, /stopped host ta/);
+    assert.match(r.stdout, /deleted bridge ferrytst0/);
+    for (const p of s.processes) assert.ok(!pidAlive(p.pid), `${p.name} (pid ${p.pid}) still runs`);
+    await assertNothingLeft(DIR);
+    assert.ok(!readdirSync(DIR).includes('lab.json'));
+    const again = ferry('lab', 'down', '--dir', DIR, ...NAMES);
+    ok(again, 'a second lab down');
+    assert.match(again.stdout, /nothing to take down/);
+  });
+
+  test('a start that fails midway removes what it made and points at the log', async (t) => {
+    if (skipUnlessRoot(t)) return;
+    // no host answers within 0.2 s: the topology and the processes exist by then
+    const r = ferry('lab', 'up', '--no-switch', '--timeout', '0.2', '--dir', DIR, ...NAMES);
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(
+      r.stderr,
+      /^ferry: host t[ab] did not answer GET http:\/\/10\.78\.0\.\d:7001\/v1\/vms within 0\.2 s/,
+    );
+    assert.match(r.stderr, new RegExp(`see ${DIR}/t[ab]\\.log`));
+    assert.match(r.stderr, /removed again\)\n$/);
+    await assertNothingLeft(DIR);
+  });
+
+  test('a lab from code: withLab brings it up and takes it down', async (t) => {
+    if (skipUnlessRoot(t)) return;
+    await withLab(
+      { hosts: HOSTS, subnet: SUBNET, bridge: BRIDGE, dir: CODE_DIR, mbps: 50, switch: false },
+      async (l) => {
+        assert.deepEqual(
+          l.hosts.map((h) => h.ip),
+          [`${SUBNET}.1`, `${SUBNET}.2`],
+        );
+        for (const h of l.hosts) assert.deepEqual(await call(h.url, l.secretHex, 'GET', '/v1/vms'), []);
+        assert.equal((await tbfOf('fv-tb'))?.rateBytes, 6_250_000);
+      },
+    );
+    await assertNothingLeft(CODE_DIR);
+  });
+
+  test('with the virtual switch: hosts link to a switch on the bridge', async (t) => {
+    if (skipUnlessRoot(t)) return;
+    const sw = ferry('switch', '--help');
+    const host = ferry('host', '--help');
+    if (sw.status !== 0 || !/Usage: ferry switch/.test(sw.stdout) || !host.stdout.includes('--switch')) {
+      t.skip('`ferry switch` (and `ferry host --switch`) are not available in this tree yet');
+      return;
+    }
+    const r = ferry('lab', 'up', '--mbps', '100', '--dir', SWITCH_DIR, '--json', ...NAMES);
+    ok(r, 'lab up with the switch');
+    const s = JSON.parse(r.stdout) as LabState;
+    try {
+      assert.equal(s.switchAddress, `${SUBNET}.254:7100`);
+      const p = s.processes.find((x) => x.role === 'switch');
+      assert.ok(p && pidAlive(p.pid), 'no switch process');
+      for (const h of s.processes.filter((x) => x.role === 'host'))
+        assert.ok(h.command.join(' ').includes(`--switch ${SUBNET}.254:7100`), h.command.join(' '));
+      const secret = readFileSync(s.secretFile, 'utf8').trim();
+      for (const h of s.hosts) assert.deepEqual(await call(h.url, secret, 'GET', '/v1/vms'), []);
+      await new Promise<void>((resolve, reject) => {
+        const c = net.connect(7100, `${SUBNET}.254`, () => {
+          c.destroy();
+          resolve();
+        });
+        c.once('error', reject);
+      });
+    } finally {
+      ok(ferry('lab', 'down', '--dir', SWITCH_DIR, ...NAMES), 'lab down');
+    }
+    await assertNothingLeft(SWITCH_DIR);
+  });
+});
+
+test('without root, up and down exit 2 with one line', (t) => {
+  const run = (...args: string[]) =>
+    ROOT
+      ? spawnSync(process.execPath, ['bin/ferry.mjs', ...args], {
+          cwd: repoRoot,
+          encoding: 'utf8',
+          uid: 65534,
+          gid: 65534,
+          timeout: 60_000,
+        })
+      : ferry(...args);
+  for (const cmd of ['up', 'down']) {
+    const r = run('lab', cmd, '--dir', join(TMP, 'nobody'));
+    if (r.status !== 2 && ROOT && /EACCES|permission denied/i.test(r.stderr)) {
+      t.skip(`cannot run the CLI as nobody here: ${r.stderr.split('\n')[0]}`);
+      return;
+    }
+    assert.equal(r.status, 2, `lab ${cmd}: ${r.stderr}`);
+    assert.equal(
+      r.stderr,
+      'ferry: ferry lab needs root (network namespaces and tc qdiscs): run it as root\n',
+    );
+  }
+});
