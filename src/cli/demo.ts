@@ -1,114 +1,191 @@
+// `ferry demo`: the main job, for real. Two hosts and the virtual switch start on this
+// machine, a VM boots with a key-value store (or a web server) full of data, clients load it
+// through the switch, and the VM moves between the hosts while you watch. A summary and an
+// HTML report follow; everything started is stopped again. `--sim` runs the simulated demo.
+
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { compareVariants, formatBytes } from '../report/summary.ts';
-import { type ScenarioVariant, validateScenario } from '../sim/scenario.ts';
-import { mergeReports } from '../sim/variants.ts';
-import { simulate } from '../sim/world.ts';
+import type { MigrationMode } from '../engine/config.ts';
+import { type ClientKind, pickClient } from '../lab/clients.ts';
+import { startLoopback } from '../lab/loopback.ts';
+import { runTrial, type TrialProgress, type TrialResult } from '../lab/trial.ts';
+import { formatBytes, formatMs, table } from '../report/summary.ts';
+import { simDemo } from './demo-sim.ts';
 import { UsageError } from './errors.ts';
 import { writeJson, writeText } from './io.ts';
 
-const BAR = 30;
+export interface DemoOptions {
+  sim?: boolean;
+  mode: string;
+  ram?: number;
+  vcpus?: number;
+  workload?: string;
+  blocking?: boolean;
+  client: string;
+  maxBandwidth: number;
+  json?: string;
+  html: string;
+}
 
+const MODES = ['precopy', 'postcopy', 'hybrid'];
+const CLIENTS = ['auto', 'builtin', 'redis-benchmark', 'wrk'];
+
+export async function demoCommand(opts: DemoOptions): Promise<void> {
+  if (!MODES.includes(opts.mode))
+    throw new UsageError(`--mode: '${opts.mode}' is not one of ${MODES.join(', ')}`);
+  if (opts.sim)
+    return simDemo({
+      mode: opts.mode,
+      ram: opts.ram ?? 2048,
+      vcpus: opts.vcpus ?? 4,
+      workload: opts.workload ?? 'web',
+      json: opts.json,
+      html: opts.html,
+    });
+  const ram = opts.ram ?? 256;
+  const vcpus = opts.vcpus ?? 2;
+  const app = opts.workload ?? 'kv';
+  if (!(Number.isInteger(ram) && ram >= 32 && ram <= 4096))
+    throw new UsageError(`--ram: '${opts.ram}' must be a whole number of MiB from 32 to 4096`);
+  if (!(Number.isInteger(vcpus) && vcpus >= 1 && vcpus <= 16))
+    throw new UsageError(`--vcpus: '${opts.vcpus}' must be a whole number from 1 to 16`);
+  if (app !== 'kv' && app !== 'http')
+    throw new UsageError(
+      `--workload: '${app}' is not one of kv, http (the simulator's are web, oltp, memtouch, idle: add --sim)`,
+    );
+  if (!CLIENTS.includes(opts.client))
+    throw new UsageError(`--client: '${opts.client}' is not one of ${CLIENTS.join(', ')}`);
+  if (!(opts.maxBandwidth > 0))
+    throw new UsageError(`--max-bandwidth: '${opts.maxBandwidth}' must be > 0 Mbit/s`);
+  const mode = opts.mode as MigrationMode;
+  const cooperative = !opts.blocking;
+  const picked = pickClient(app, opts.client as ClientKind | 'auto');
+  const fillMiB = Math.max(4, Math.round(ram * 0.375));
+
+  const cluster = await startLoopback();
+  console.log(`A virtual switch and two hosts (a, b) run on this machine (their logs: ${cluster.dir}).`);
+  const stop = () => void cluster.down().then(() => process.exit(130));
+  process.once('SIGINT', stop);
+  try {
+    const faults = mode === 'precopy' ? '' : cooperative ? ', cooperative faults' : ', blocking faults';
+    console.log(
+      `VM vm1: ${ram} MiB, ${vcpus} vCPU${vcpus > 1 ? 's' : ''}, ${app === 'kv' ? 'key-value store' : 'web server'} ` +
+        `with ${fillMiB} MiB of data; 16 connections of ${clientName(picked.kind, app)} through the switch.\n` +
+        (picked.note ? `(${picked.note})\n` : '') +
+        `It moves from a to b by ${mode}${faults}, pages capped at ${opts.maxBandwidth} Mbit/s.\n`,
+    );
+    const live = new LiveLine();
+    const result = await runTrial({
+      cluster,
+      app,
+      ramMiB: ram,
+      vcpus,
+      mode,
+      cooperative,
+      client: picked.kind,
+      connections: 16,
+      fillMiB,
+      maxBandwidthMbps: opts.maxBandwidth,
+      warmupMs: 3000,
+      afterMs: 3000,
+      variant: `${mode}${faults}`,
+      onProgress: (p) => live.show(progressLine(p), p.migration?.phase ?? p.stage),
+    });
+    live.done();
+    console.log(`\n${summary(result)}`);
+    if (opts.json) {
+      writeJson(opts.json, result.report);
+      console.log(`report written to ${opts.json}`);
+    }
+    mkdirSync(dirname(opts.html), { recursive: true });
+    const { renderHtml } = await import('../report/html.ts');
+    writeText(opts.html, await renderHtml(result.report));
+    console.log(`HTML report: ${opts.html}`);
+    const m = result.migration;
+    if (m.outcome !== 'completed' || !m.integrity.ok || result.clients.errors > 0) process.exitCode = 1;
+  } finally {
+    process.off('SIGINT', stop);
+    await cluster.down();
+  }
+}
+
+function clientName(kind: ClientKind, app: string): string {
+  if (kind === 'builtin') return app === 'kv' ? 'the built-in RESP client' : 'the built-in HTTP client';
+  return kind;
+}
+
+const BAR = 24;
 function bar(fraction: number): string {
   const n = Math.round(Math.max(0, Math.min(1, fraction)) * BAR);
   return `[${'#'.repeat(n)}${'.'.repeat(BAR - n)}]`;
 }
 
-export interface DemoOptions {
-  mode: string;
-  ram: number;
-  vcpus: number;
-  workload: string;
-  json?: string;
-  html: string;
+function progressLine(p: TrialProgress): string {
+  const t = `t=${(p.elapsedMs / 1000).toFixed(1).padStart(5)} s`;
+  const ops = `${Math.round(p.opsPerSec).toLocaleString('en-US').padStart(7)} requests/s`;
+  const m = p.migration;
+  if (!m) return `  ${t}  ${p.stage.padEnd(11)} ${''.padEnd(BAR + 2 + 27)} ${ops}`;
+  const done = m.pages > 0 ? 1 - m.pagesPending / m.pages : 0;
+  return (
+    `  ${t}  ${m.phase.padEnd(11)} ${bar(done)} ${(done * 100).toFixed(0).padStart(3)}% ` +
+    `${formatBytes(m.bytesSent).padStart(9)} sent  ${ops}`
+  );
 }
 
-/**
- * The main job, in the simulator: a VM running a web server (or a database) under load
- * moves between two hosts over 1 Gbit/s. The migration is shown as it runs; the same
- * migration with blocking faults runs beside it for comparison, and both go into an HTML
- * report.
- */
-export async function demoCommand(opts: DemoOptions): Promise<void> {
-  if (!['precopy', 'postcopy', 'hybrid'].includes(opts.mode))
-    throw new UsageError(`--mode: '${opts.mode}' is not one of precopy, postcopy, hybrid`);
-  if (!(Number.isInteger(opts.ram) && opts.ram >= 64))
-    throw new UsageError(`--ram: '${opts.ram}' must be a whole number of MiB ≥ 64`);
-  if (!(Number.isInteger(opts.vcpus) && opts.vcpus >= 1 && opts.vcpus <= 64))
-    throw new UsageError(`--vcpus: '${opts.vcpus}' must be a whole number from 1 to 64`);
-  if (!['web', 'oltp', 'memtouch', 'idle'].includes(opts.workload))
-    throw new UsageError(`--workload: '${opts.workload}' is not one of web, oltp, memtouch, idle`);
-  const raw = (cooperative: boolean) => ({
-    name: 'demo',
-    durationS: 600,
-    settleS: 8,
-    hosts: [
-      { name: 'src', nicMbps: 1000 },
-      { name: 'dst', nicMbps: 1000 },
-    ],
-    vms: [
-      {
-        name: 'vm1',
-        host: 'src',
-        ramMiB: opts.ram,
-        usedMiB: Math.round(opts.ram * 0.75),
-        vcpus: opts.vcpus,
-        workload:
-          opts.workload === 'web'
-            ? { kind: 'web', hotSetMiB: Math.max(1, Math.round(opts.ram / 8)) }
-            : { kind: opts.workload },
-        dirty: { rateMBps: 2 },
-      },
-    ],
-    migrations: [
-      { vm: 'vm1', to: 'dst', atS: 4, mode: opts.mode, prepageForward: 7, hybridRounds: 2, cooperative },
-    ],
-  });
-  const variants: ScenarioVariant[] = [
-    { name: 'cooperative faults', scenario: validateScenario(raw(true), 'demo') },
-    { name: 'blocking faults', scenario: validateScenario(raw(false), 'demo') },
-  ];
-  console.log(
-    `Moving vm1 (${opts.ram} MiB, ${opts.vcpus} vCPU${opts.vcpus > 1 ? 's' : ''}, ${opts.workload} under load) from src to dst ` +
-      `by ${opts.mode} over 1 Gbit/s, in the simulator (virtual time).\n`,
-  );
-  const shown = simulate(variants[0].scenario, {
-    seed: 1,
-    variant: variants[0].name,
-    progress: {
-      everyMs: 2000,
-      report(now, [m]) {
-        if (!m) return;
-        // precopy: how much of what was handed out has left; postcopy: pages on the destination
-        const postcopy = m.phase === 'postcopy' || m.phase === 'completed';
-        const done = postcopy ? m.pagesOnDestination / m.pages : m.bytesOnWire / Math.max(1, m.bytesQueued);
-        console.log(
-          `  t=${(now / 1000).toFixed(0).padStart(3)} s  ${m.phase.padEnd(16)} ${bar(done)} ` +
-            `${(done * 100).toFixed(0).padStart(3)}% ${postcopy ? 'on dst' : 'sent  '}  ` +
-            `${formatBytes(m.bytesOnWire).padStart(9)} on the wire  remote faults ${m.remoteFaults}`,
-        );
-      },
-    },
-  });
-  const compared = simulate(variants[1].scenario, { seed: 1, variant: variants[1].name });
-  const report = mergeReports('demo', 1, [shown, compared]);
-  console.log(`\n${compareVariants(report)}`);
-  console.log(
-    '(1 s / 5 s / 10 s: the workload’s throughput right after the switchover, relative to before the migration)',
-  );
-  const m = shown.migrations[0];
-  if (m.remoteFaults > 0)
-    console.log(
-      `\nWith cooperative faults ${m.asyncFaults} of ${m.asyncFaults + m.syncFaults} remote faults parked only the faulting ` +
-        `task; the vCPUs spent ${(m.vcpuBlockedMs / 1000).toFixed(2)} s blocked, against ` +
-        `${(compared.migrations[0].vcpuBlockedMs / 1000).toFixed(2)} s with blocking faults.`,
-    );
-  if (opts.json) {
-    writeJson(opts.json, report);
-    console.log(`report written to ${opts.json}`);
+/** Redraws one line on a terminal; elsewhere prints a line a second and at each new phase. */
+class LiveLine {
+  private last = 0;
+  private lastKey = '';
+  private drawn = false;
+  show(text: string, key: string): void {
+    if (process.stdout.isTTY) {
+      process.stdout.write(`\r${text}`);
+      this.drawn = true;
+      return;
+    }
+    if (key === this.lastKey && performance.now() - this.last < 1000) return;
+    this.last = performance.now();
+    this.lastKey = key;
+    console.log(text);
   }
-  mkdirSync(dirname(opts.html), { recursive: true });
-  const { renderHtml } = await import('../report/html.ts');
-  writeText(opts.html, await renderHtml(report));
-  console.log(`HTML report: ${opts.html}`);
+  done(): void {
+    if (this.drawn) process.stdout.write('\n');
+  }
+}
+
+function summary(r: TrialResult): string {
+  const m = r.migration;
+  const c = r.clients;
+  const pct = (x: number) => `${(x * 100).toFixed(0)}%`;
+  const rows: string[][] = [
+    ['outcome', m.outcome === 'completed' ? 'completed' : `${m.outcome}: ${m.reason}`],
+    ['total time', formatMs(m.totalTimeMs)],
+    ['downtime', formatMs(m.downtimeMs)],
+    ['data sent', `${formatBytes(m.bytesSent)} in ${m.rounds} precopy round${m.rounds === 1 ? '' : 's'}`],
+  ];
+  if (m.mode !== 'precopy')
+    rows.push([
+      'remote faults',
+      `${m.remoteFaults} (${m.asyncFaults} parked a task, ${m.syncFaults} blocked a vCPU); ` +
+        `latency p50 ${(m.faultLatencyUs.p50 / 1000).toFixed(2)} ms, p99 ${(m.faultLatencyUs.p99 / 1000).toFixed(2)} ms`,
+    ]);
+  rows.push(
+    ['throughput before', `${Math.round(r.dip.baselineOpsPerSec).toLocaleString('en-US')} requests/s`],
+    ['first second after the switchover', pct(r.dip.first1s)],
+    ['lowest 100 ms after it', pct(r.dip.lowestBin)],
+    [
+      'back to 90%',
+      r.dip.recoveryMs >= 0 ? `${formatMs(r.dip.recoveryMs)} after the switchover` : 'not within the run',
+    ],
+    [
+      'clients',
+      `${c.requests.toLocaleString('en-US')} requests, ${c.errors} errors, ${c.connectionsLost} connections lost` +
+        (c.firstError ? ` (first error: ${c.firstError})` : ''),
+    ],
+    [
+      'integrity',
+      m.integrity.checked ? (m.integrity.ok ? 'RAM checksums equal' : 'RAM checksums DIFFER') : 'not checked',
+    ],
+  );
+  return table(['', ''], rows);
 }

@@ -68,15 +68,29 @@ program
   .option('--hot-pattern <p>', 'how the hot set is rewritten: none | burst | sweep | once (default none)')
   .action(validateCommand);
 
+const parseNumber = (what: string) => (v: string) => {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`${what} must be a number ≥ 0`);
+  return n;
+};
+
 program
   .command('demo')
   .description(
-    'the main job: a VM under load migrates while you watch; ends with a comparison and an HTML report',
+    'the main job: two hosts and the switch start here, a VM under load migrates while you watch; a summary and an HTML report follow',
   )
   .option('--mode <mode>', 'precopy | postcopy | hybrid', 'postcopy')
-  .option('--ram <MiB>', 'VM RAM in MiB', (v) => Number.parseInt(v, 10), 2048)
-  .option('--vcpus <n>', 'vCPUs of the VM', (v) => Number.parseInt(v, 10), 4)
-  .option('--workload <kind>', 'web | oltp | memtouch | idle', 'web')
+  .option('--blocking', 'remote faults stall the whole vCPU (default: cooperative)')
+  .option('--ram <MiB>', 'VM RAM in MiB (default 256; --sim: 2048)', (v) => Number.parseInt(v, 10))
+  .option('--vcpus <n>', 'vCPUs of the VM (default 2; --sim: 4)', (v) => Number.parseInt(v, 10))
+  .option('--workload <kind>', 'kv | http (default kv; --sim: web | oltp | memtouch | idle, default web)')
+  .option(
+    '--client <kind>',
+    'auto | builtin | redis-benchmark | wrk (auto: the real tool when installed)',
+    'auto',
+  )
+  .option('--max-bandwidth <Mbps>', 'cap on the page rate', parseNumber('--max-bandwidth'), 1000)
+  .option('--sim', 'run the demo in the simulator (virtual time) instead')
   .option('--json <file>', 'write the report as JSON')
   .option('--html <file>', 'where to write the HTML report', 'out/demo-report.html')
   .action(demoCommand);
@@ -89,11 +103,6 @@ program
   .action(reportCommand);
 
 const DEFAULT_HOST = process.env.FERRY_HOST ?? 'http://127.0.0.1:7001';
-const parseNumber = (what: string) => (v: string) => {
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`${what} must be a number ≥ 0`);
-  return n;
-};
 
 program
   .command('host')

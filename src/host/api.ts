@@ -18,13 +18,15 @@ export interface VmInfo {
    * kv: `keys`); absent while the app's header page has not arrived here.
    */
   appStats?: Record<string, number>;
+  /** Client connections open now, and requests answered since the VM was created (on any host). */
+  clients?: { connections: number; served: number };
 }
 
 export interface CreateVm {
   name: string;
   ramMiB: number;
   vcpus: number;
-  app: 'kv' | 'memtouch';
+  app: 'kv' | 'http' | 'memtouch';
   appOptions?: Record<string, unknown>;
   /** Server tasks per vCPU. */
   servers?: number;

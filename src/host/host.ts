@@ -187,6 +187,7 @@ export class Host {
       state: vm.state,
       endpoint: vm.address,
       appStats: appStatsOf(vm),
+      clients: { connections: vm.nic.connections, served: vm.nic.served },
     }));
   }
 

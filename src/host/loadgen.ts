@@ -26,6 +26,8 @@ export interface LoadOptions {
   /** Keys `${keyPrefix}0` … `${keyPrefix}${keys - 1}` (default 10,000; at least one per connection). */
   keys?: number;
   keyPrefix?: string;
+  /** Names key i (default `${keyPrefix}${i}`), e.g. as redis-benchmark names its keys. */
+  keyName?: (i: number) => string;
   /** Share of commands that are SETs, 0..1 (default 0.5). */
   setRatio?: number;
   /** Bytes of each SET value (default 64; at least enough to tell values apart). */
@@ -113,7 +115,8 @@ export function parseEndpoint(endpoint: string): { host: string; port: number } 
   return { host: m[1] || '127.0.0.1', port: Number(m[2]) };
 }
 
-function seededRandom(seed: number): () => number {
+/** A small seeded PRNG (mulberry32), uniform in [0, 1). */
+export function seededRandom(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
@@ -175,6 +178,7 @@ export function startLoad(opts: LoadOptions): LoadRun {
   const connections = opts.connections ?? 8;
   const keys = opts.keys ?? 10_000;
   const prefix = opts.keyPrefix ?? 'load:';
+  const keyName = opts.keyName ?? ((i: number) => `${prefix}${i}`);
   const setRatio = opts.setRatio ?? 0.5;
   const valueBytes = opts.valueBytes ?? 64;
   const binMs = opts.binMs ?? 100;
@@ -246,7 +250,7 @@ export function startLoad(opts: LoadOptions): LoadRun {
         this.finish();
         return;
       }
-      const key = `${prefix}${this.id + connections * Math.floor(rng() * this.keysOwned)}`;
+      const key = keyName(this.id + connections * Math.floor(rng() * this.keysOwned));
       const set = rng() < setRatio;
       let value = '';
       let bytes: Uint8Array;

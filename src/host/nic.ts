@@ -18,6 +18,8 @@ export interface Wire {
 
 /** The device's connection state as plain data (byte strings in base64). */
 export interface NicState {
+  /** Requests answered so far, wherever the VM ran (a counter that moves with it). */
+  served: number;
   conns: {
     id: number;
     unparsed: string;
@@ -43,8 +45,8 @@ const unb64 = (s: string) => new Uint8Array(Buffer.from(s, 'base64'));
 
 export class VmNic {
   private readonly conns = new Map<number, Conn>();
-  /** Requests answered, for progress displays. */
-  replies = 0;
+  /** Requests answered, wherever the VM ran: it moves with the device state. */
+  served = 0;
 
   constructor(
     private readonly protocol: WireProtocol,
@@ -99,7 +101,7 @@ export class VmNic {
         c.busy = false;
         if (this.conns.get(c.id) !== c) return;
         c.queue.shift();
-        this.replies++;
+        this.served++;
         c.wire.write(reply);
         if (req.close) this.drop(c);
         else this.next(c);
@@ -119,6 +121,7 @@ export class VmNic {
   /** The connection state, to move with the guest. */
   save(): NicState {
     return {
+      served: this.served,
       conns: [...this.conns.values()].map((c) => ({
         id: c.id,
         unparsed: b64(c.framer.pending()),
@@ -131,6 +134,7 @@ export class VmNic {
 
   /** Takes over connections saved by the device the guest left (`wire` reaches each client). */
   restore(state: NicState, wire: (id: number) => Wire): void {
+    this.served = state.served;
     for (const s of state.conns) {
       const framer = this.protocol.framer();
       const rest = unb64(s.unparsed);

@@ -40,12 +40,16 @@ export interface SourceResult {
 
 /** Pages per bulk frame. */
 const BATCH_PAGES = 64;
+/** Bulk frames sent per event-loop turn. */
+const FRAMES_PER_TURN = 2;
 /** Absolute milliseconds (comparable between hosts on one machine), sub-ms precision. */
 const now = () => performance.timeOrigin + performance.now();
 
 export class SourceDriver {
   readonly source: MigrationSource;
   private waitingDrain = false;
+  /** A pump is scheduled for the next event-loop turn. */
+  private turnScheduled = false;
   private paceFrom = 0;
   private paceTimer: NodeJS.Timeout | undefined;
   /** When the driver asked the guest to stop; -1 until it does. */
@@ -219,8 +223,19 @@ export class SourceDriver {
   }
 
   private pump(): void {
-    if (this.finished) return;
-    while (!this.waitingDrain && this.source.hasWork('bulk') && !this.paced()) {
+    if (this.finished || this.turnScheduled) return;
+    // A few frames per event-loop turn, then the loop reads the lanes: on loopback the
+    // kernel takes megabytes before a write reports back-pressure, and a demand request
+    // arriving meanwhile would wait for all of them.
+    for (let frames = 0; !this.waitingDrain && this.source.hasWork('bulk') && !this.paced(); frames++) {
+      if (frames === FRAMES_PER_TURN) {
+        this.turnScheduled = true;
+        setImmediate(() => {
+          this.turnScheduled = false;
+          this.pump();
+        });
+        break;
+      }
       const m = this.source.next(now(), 'bulk', BATCH_PAGES * (PAGE_SIZE + 8));
       if (!m) break;
       if (!this.send(this.lanes.bulk, m)) this.waitingDrain = true;

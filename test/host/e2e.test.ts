@@ -769,41 +769,111 @@ describe('real clients', () => {
     ['postcopy with cooperative faults', 'postcopy', true],
     ['postcopy with blocking faults', 'postcopy', false],
   ];
+
+  /**
+   * Moves `vm` to the other host while `client` runs against its address (started `leadMs`
+   * before the migration), then checks the migration and where the VM ended up; returns
+   * the client's output for its own checks.
+   */
+  async function throughMigration(
+    t: { diagnostic(m: string): void },
+    vm: string,
+    mode: StartMigration['mode'],
+    cooperative: boolean,
+    leadMs: number,
+    client: (endpoint: string) => Promise<CliResult>,
+    summaryLine: RegExp,
+  ): Promise<CliResult> {
+    const [here] = await whereIs(vm, [r1, r2]);
+    const from = here.host;
+    const to = from === r1 ? r2 : r1;
+    const bench = client(here.info.endpoint);
+    await new Promise((r) => setTimeout(r, leadMs));
+    // a capped link keeps postcopy going while the clients touch pages still missing
+    const m = await startMigration(from, to, vm, mode, { cooperative, maxBandwidthMbps: 50 });
+    const report = await finished(from, m.id);
+    const out = await bench;
+    t.diagnostic(describeReport(report));
+    t.diagnostic(
+      out.stdout
+        .split('\n')
+        .filter((l) => summaryLine.test(l))
+        .join('; '),
+    );
+    assert.equal(report.outcome, 'completed', report.reason);
+    assert.deepEqual(report.integrity, { checked: true, ok: true });
+    if (mode === 'postcopy') assert.ok(report.remoteFaults > 0, 'the clients touched missing pages');
+    const where = await whereIs(vm, [r1, r2]);
+    assert.deepEqual(
+      where.map((w) => [w.host.id, w.info.state]),
+      [[to.id, 'running']],
+    );
+    return out;
+  }
+
   for (const [what, mode, cooperative] of runs) {
     test(`redis-benchmark through a ${what} migration: no error, every connection kept`, async (t) => {
-      const [here] = await whereIs(VM, [r1, r2]);
-      const from = here.host;
-      const to = from === r1 ? r2 : r1;
       // 8 connections, SET then GET over 5,000 keys of 1000 bytes; the migration starts mid-SET
       // (redis-benchmark exits non-zero at the first error or lost connection)
-      const bench = redisBenchmark(here.info.endpoint!, [
-        ...['-c', '8', '-n', '30000', '-r', '5000', '-d', '1000', '-t', 'set,get', '-q'],
-      ]);
-      await new Promise((r) => setTimeout(r, 1000));
-      // a capped link keeps postcopy going while the clients touch pages still missing
-      const m = await startMigration(from, to, VM, mode, { cooperative, maxBandwidthMbps: 50 });
-      const report = await finished(from, m.id);
-      const out = await bench;
-      t.diagnostic(describeReport(report));
-      t.diagnostic(
-        out.stdout
-          .split('\n')
-          .filter((l) => /requests per second/.test(l))
-          .join('; '),
+      const out = await throughMigration(
+        t,
+        VM,
+        mode,
+        cooperative,
+        1000,
+        (endpoint) =>
+          redisBenchmark(endpoint, [
+            ...['-c', '8', '-n', '30000', '-r', '5000', '-d', '1000', '-t', 'set,get', '-q'],
+          ]),
+        /requests per second/,
       );
-
-      assert.equal(report.outcome, 'completed', report.reason);
-      assert.deepEqual(report.integrity, { checked: true, ok: true });
-      if (mode === 'postcopy') assert.ok(report.remoteFaults > 0, 'the clients touched missing pages');
       assert.equal(out.code, 0, `redis-benchmark exited with ${out.code}: ${out.stderr}${out.stdout}`);
       assert.doesNotMatch(out.stdout + out.stderr, /error|closed|reset/i);
       for (const cmd of ['SET', 'GET'])
         assert.match(out.stdout, new RegExp(`^${cmd}: [\\d.]+ requests per second`, 'm'), out.stdout);
-      const where = await whereIs(VM, [r1, r2]);
-      assert.deepEqual(
-        where.map((w) => [w.host.id, w.info.state]),
-        [[to.id, 'running']],
+    });
+  }
+
+  const WEB = 'web-bench';
+  const OBJECTS = 256;
+  for (const [what, mode, cooperative] of runs) {
+    test(`wrk against the http app through a ${what} migration: no error, every connection kept`, async (t) => {
+      if (!(await whereIs(WEB, [r1, r2])).length)
+        await createVm(r1, {
+          name: WEB,
+          ramMiB: 32,
+          vcpus: 1,
+          app: 'http',
+          appOptions: { objects: OBJECTS },
+        });
+      // objects of mixed sizes, and one request in ten writes a counter in guest RAM
+      const script = join(TMP, 'mix.lua');
+      writeFileSync(
+        script,
+        `request = function()\n` +
+          `  if math.random() < 0.1 then return wrk.format("POST", "/hit/" .. math.random(0, 63)) end\n` +
+          `  return wrk.format("GET", "/obj/" .. math.random(0, ${OBJECTS - 1}))\n` +
+          `end\n`,
       );
+      const out = await throughMigration(
+        t,
+        WEB,
+        mode,
+        cooperative,
+        1500,
+        (endpoint) =>
+          runProgram('wrk', [
+            ...['-t', '2', '-c', '8', '-d', '6s', '--timeout', '5s', '-s', script],
+            `http://${endpoint}/`,
+          ]),
+        /requests in|Requests\/sec/,
+      );
+      assert.equal(out.code, 0, `wrk exited with ${out.code}: ${out.stderr}${out.stdout}`);
+      // wrk prints these lines only when there were socket errors (a dropped connection is
+      // a read error) or error statuses
+      assert.doesNotMatch(out.stdout, /Socket errors|Non-2xx/, out.stdout);
+      const served = /(\d+) requests in/.exec(out.stdout);
+      assert.ok(served && Number(served[1]) > 100, out.stdout);
     });
   }
 });
