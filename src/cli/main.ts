@@ -4,6 +4,7 @@ import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { ScenarioError } from '../sim/scenario.ts';
 import { demoCommand } from './demo.ts';
 import { UsageError } from './errors.ts';
+import { experimentCommand } from './experiment.ts';
 import { hostCommand, migrateCommand, vmCreateCommand, vmListCommand, vmStopCommand } from './hosts.ts';
 import { registerLab } from './lab.ts';
 import { reportCommand } from './report.ts';
@@ -94,6 +95,21 @@ program
   .option('--json <file>', 'write the report as JSON')
   .option('--html <file>', 'where to write the HTML report', 'out/demo-report.html')
   .action(demoCommand);
+
+program
+  .command('experiment')
+  .description(
+    'the paper experiment: kv under redis-benchmark and http under wrk, by precopy and postcopy (blocking, cooperative), measured and simulated',
+  )
+  .argument('<name>', 'experiment name (paper)')
+  .option('--real', 'run it for real (a shaped 1 Gbit/s lab when root, else loopback); about 2 minutes')
+  .option('--sim', 'run the same configuration in the simulator')
+  .option('--both', 'both, with measured and simulated side by side per metric and their ratio')
+  .option('--loopback', 'real runs on loopback even when root (pages capped at 1 Gbit/s by the migration)')
+  .option('--quick', 'smaller VMs (64 MiB) and shorter runs')
+  .option('--json <file>', 'write the report(s) as JSON')
+  .option('--html <file>', 'write an HTML report')
+  .action(experimentCommand);
 
 program
   .command('report')

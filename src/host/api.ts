@@ -22,6 +22,16 @@ export interface VmInfo {
   clients?: { connections: number; served: number };
 }
 
+/** What a VM's memory holds and how fast its guest writes it (outside migrations). */
+export interface MemoryProfile {
+  pages: number;
+  /** Pages holding only zeroes (a migration sends them as bare records). */
+  zeroPages: number;
+  /** Distinct pages written during the sample. */
+  dirtyPages: number;
+  sampleMs: number;
+}
+
 export interface CreateVm {
   name: string;
   ramMiB: number;

@@ -7,6 +7,7 @@ import http from 'node:http';
 import { APP_KINDS, APP_MODULE, appStats, formatApp, protocolOf } from '../apps/index.ts';
 import { migrationConfig } from '../engine/config.ts';
 import { PAGE_SIZE } from '../engine/messages.ts';
+import { PageSet } from '../engine/page-set.ts';
 import { histogram, percentiles } from '../engine/stats.ts';
 import { ArrayAccess } from '../guest/access.ts';
 import { GuestMachine, kernelPages, type MachineSpec } from '../guest/machine.ts';
@@ -17,6 +18,7 @@ import {
   call,
   type IncomingInfo,
   type IncomingRequest,
+  type MemoryProfile,
   type MigrationInfo,
   type RealMigrationReport,
   type StartMigration,
@@ -161,6 +163,8 @@ export class Host {
       if (what === 'vms' && !id && req.method === 'POST')
         return reply(201, await this.createVm(body as CreateVm));
       if (what === 'vms' && id && req.method === 'DELETE') return reply(200, await this.stopVm(id));
+      if (what === 'vms' && id && parts[3] === 'memory' && req.method === 'GET')
+        return reply(200, await this.memoryProfile(id, Number(url.searchParams.get('sampleMs') ?? 1000)));
       if (what === 'migrations' && !id && req.method === 'POST')
         return reply(201, await this.startMigration(body as StartMigration));
       if (what === 'migrations' && id && req.method === 'GET') return reply(200, this.migrationInfo(id));
@@ -266,6 +270,23 @@ export class Host {
     this.vms.delete(name);
     this.options.log(`VM ${name} stopped`);
     return { ...info, state: 'stopped' };
+  }
+
+  /** Zero pages now, and the distinct pages the guest writes over `sampleMs`. */
+  private async memoryProfile(name: string, sampleMs: number): Promise<MemoryProfile> {
+    const vm = this.vms.get(name);
+    if (!vm?.machine) throw new ApiError(404, `no VM named '${name}' on this host`);
+    if (vm.state !== 'running')
+      throw new ApiError(409, `VM '${name}' is ${vm.state}: its dirty log belongs to the migration`);
+    if (!(Number.isFinite(sampleMs) && sampleMs >= 10 && sampleMs <= 60_000))
+      throw new ApiError(400, `sampleMs: '${sampleMs}' must be from 10 to 60000`);
+    const ram = vm.machine.ram;
+    const dirty = new PageSet(ram.pages);
+    ram.syncDirty(dirty);
+    dirty.clear();
+    await new Promise((r) => setTimeout(r, sampleMs));
+    ram.syncDirty(dirty);
+    return { pages: ram.pages, zeroPages: ram.zeroPagesIn(0, ram.pages), dirtyPages: dirty.size, sampleMs };
   }
 
   // --- outgoing migrations ----------------------------------------------------------------

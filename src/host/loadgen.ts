@@ -28,6 +28,8 @@ export interface LoadOptions {
   keyPrefix?: string;
   /** Names key i (default `${keyPrefix}${i}`), e.g. as redis-benchmark names its keys. */
   keyName?: (i: number) => string;
+  /** Each connection goes through its keys once, in order, instead of at random (a fill). */
+  sequential?: boolean;
   /** Share of commands that are SETs, 0..1 (default 0.5). */
   setRatio?: number;
   /** Bytes of each SET value (default 64; at least enough to tell values apart). */
@@ -235,6 +237,8 @@ export function startLoad(opts: LoadOptions): LoadRun {
     private troubleSince = -1;
     private backoffMs = 5;
     private readonly keysOwned: number;
+    /** The next of its keys in a sequential run. */
+    private cursor = 0;
 
     constructor(readonly id: number) {
       this.keysOwned = Math.floor((keys - 1 - id) / connections) + 1;
@@ -246,11 +250,13 @@ export function startLoad(opts: LoadOptions): LoadRun {
 
     private next(): void {
       if (this.finished) return;
-      if (!canIssue()) {
+      // a sequential run writes each of its keys once
+      if (!canIssue() || (opts.sequential && this.cursor >= this.keysOwned)) {
         this.finish();
         return;
       }
-      const key = keyName(this.id + connections * Math.floor(rng() * this.keysOwned));
+      const slot = opts.sequential ? this.cursor++ % this.keysOwned : Math.floor(rng() * this.keysOwned);
+      const key = keyName(this.id + connections * slot);
       const set = rng() < setRatio;
       let value = '';
       let bytes: Uint8Array;

@@ -9,6 +9,7 @@
 import type { MigrationMode } from '../engine/config.ts';
 import {
   call,
+  type MemoryProfile,
   type MigrationInfo,
   type MigrationProgressInfo,
   type RealMigrationReport,
@@ -36,7 +37,7 @@ export interface TrialOptions {
   maxBandwidthMbps?: number;
   downtimeLimitMs?: number;
   prepage?: number;
-  /** Load before the migration starts (the baseline is measured over it). */
+  /** Load before the migration starts (the baseline is measured over it; at least 2 s). */
   warmupMs: number;
   /** Load after the migration has ended. */
   afterMs: number;
@@ -76,6 +77,8 @@ export interface TrialResult {
   workload: WorkloadReport;
   clients: ClientResult & { note?: string };
   dip: Dip;
+  /** The VM's memory when its migration began: zero pages, and what the guest wrote over a second. */
+  memory: MemoryProfile;
 }
 
 /** Key `i` as redis-benchmark names it (`key:__rand_int__` with `-r`). */
@@ -83,6 +86,14 @@ const redisBenchmarkKey = (i: number) => `key:${String(i).padStart(12, '0')}`;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const now = () => performance.timeOrigin + performance.now();
 const AVG_HTTP_OBJECT = (92 * 1024) / 8;
+
+/** How many kv keys (1 KiB values) or http objects (of the mix) make `fillMiB` of data. */
+export function fillSize(fillMiB: number): { keys: number; objects: number } {
+  const bytes = fillMiB * 2 ** 20;
+  return { keys: Math.round(bytes / 1024), objects: Math.max(8, Math.round(bytes / AVG_HTTP_OBJECT)) };
+}
+/** How long the guest's writes are sampled before its migration. */
+const PROFILE_MS = 1000;
 
 export async function runTrial(o: TrialOptions): Promise<TrialResult> {
   const [src, dst] = o.cluster.hosts;
@@ -93,9 +104,8 @@ export async function runTrial(o: TrialOptions): Promise<TrialResult> {
   const progress = (p: TrialProgress) => o.onProgress?.(p);
 
   progress({ stage: 'filling', elapsedMs: 0, opsPerSec: 0 });
-  const fillBytes = o.fillMiB * 2 ** 20;
-  const objects = Math.max(8, Math.round(fillBytes / AVG_HTTP_OBJECT));
-  const keys = Math.max(o.connections, Math.round(fillBytes / 1024));
+  const { objects } = fillSize(o.fillMiB);
+  const keys = Math.max(o.connections, fillSize(o.fillMiB).keys);
   const vm = await api<VmInfo>(src.url, 'POST', '/v1/vms', {
     name,
     ramMiB: o.ramMiB,
@@ -115,10 +125,14 @@ export async function runTrial(o: TrialOptions): Promise<TrialResult> {
         setRatio: 1,
         valueBytes: 1000,
         requests: keys,
+        sequential: true,
         ...(picked.kind === 'redis-benchmark' ? { keyName: redisBenchmarkKey } : {}),
       });
       if (fill.errors + fill.lost > 0)
         throw new Error(`filling the store failed: ${fill.firstError ?? 'lost commands'}`);
+      const stored = (await api<VmInfo[]>(src.url, 'GET', '/v1/vms')).find((v) => v.name === name)?.appStats
+        ?.keys;
+      if (stored !== keys) throw new Error(`filling the store left ${stored} keys, not ${keys}`);
     }
 
     const sampler = new ServedSampler(
@@ -140,7 +154,11 @@ export async function runTrial(o: TrialOptions): Promise<TrialResult> {
       progress({ stage, elapsedMs: now() - t0, opsPerSec: sampler.recentRate(), migration });
     let stopped: ClientResult | undefined;
     try {
-      for (const end = t0 + o.warmupMs; now() < end; await sleep(200)) tick('warming up');
+      // the last second of the warm-up samples what the guest writes
+      for (const end = t0 + o.warmupMs - PROFILE_MS; now() < end; await sleep(200)) tick('warming up');
+      const sampling = api<MemoryProfile>(src.url, 'GET', `/v1/vms/${name}/memory?sampleMs=${PROFILE_MS}`);
+      for (const end = now() + PROFILE_MS; now() < end; await sleep(200)) tick('warming up');
+      const memory = await sampling;
       const startedAt = now();
       const started = await api<MigrationInfo>(src.url, 'POST', '/v1/migrations', {
         vm: name,
@@ -212,6 +230,7 @@ export async function runTrial(o: TrialOptions): Promise<TrialResult> {
         workload,
         clients,
         dip,
+        memory,
       };
     } finally {
       if (!stopped) await client.stop().catch(() => undefined);

@@ -78,6 +78,8 @@ export class GuestRuntime {
   readonly latencyPerBin: number[][] = [];
   readonly vcpuBins: VcpuBin[] = [];
   blockedMs = 0;
+  /** Work takes this many times as long (>1 while the host's CPUs also serve a migration). */
+  cpuFactor = 1;
 
   constructor(
     readonly model: WorkloadModel,
@@ -236,7 +238,7 @@ export class GuestRuntime {
     const op = this.model.tasks[task.cls].next(this.rng, this.port !== null);
     task.op = op;
     task.at = 0;
-    task.seg = op.cpuMs / (op.pages.length + 1);
+    task.seg = (op.cpuMs * this.cpuFactor) / (op.pages.length + 1);
     task.segLeft = task.seg;
     task.since = since;
     task.client = client;

@@ -148,6 +148,7 @@ export class SimMigration {
       this.guestBase.blockedMs = rt.blockedMs;
     }
     this.queue.after(this.spec.setupMs, () => {
+      if (rt) rt.cpuFactor = 1 + this.vm.spec.hostContention;
       this.source.start(this.queue.now);
       this.afterSource();
     });
@@ -171,6 +172,7 @@ export class SimMigration {
     this.reason = reason;
     this.endedAt = this.queue.now;
     this.guest?.stop();
+    if (this.vm.runtime) this.vm.runtime.cpuFactor = 1;
     if (outcome === 'completed') this.vm.runtime?.settle();
     this.sample(true);
     this.onEnd(this);

@@ -3,7 +3,7 @@
 
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { MEMTOUCH_DEFAULTS, OLTP_DEFAULTS, WEB_DEFAULTS } from './workloads.ts';
+import { HTTP_DEFAULTS, KV_DEFAULTS, MEMTOUCH_DEFAULTS, OLTP_DEFAULTS, WEB_DEFAULTS } from './workloads.ts';
 
 const positive = (what: string) =>
   z.number({ error: `${what} must be a number` }).positive(`${what} must be > 0`);
@@ -74,6 +74,8 @@ const fraction = z.number().min(0, 'must be in [0, 1]').max(1, 'must be in [0, 1
 const W = WEB_DEFAULTS;
 const O = OLTP_DEFAULTS;
 const M = MEMTOUCH_DEFAULTS;
+const K = KV_DEFAULTS;
+const H = HTTP_DEFAULTS;
 const Workload = z.discriminatedUnion('kind', [
   z.strictObject({
     kind: z.literal('web'),
@@ -106,6 +108,34 @@ const Workload = z.discriminatedUnion('kind', [
     pattern: z.enum(['sequential', 'random']).default(M.pattern),
     kernelFaultFraction: fraction.default(M.kernelFaultFraction),
   }),
+  z.strictObject({
+    kind: z.literal('kv'),
+    workers: count('workers').default(K.workers),
+    connections: count('connections').default(K.connections),
+    thinkMs: nonNegative('think time').default(K.thinkMs),
+    cpuMs: positive('CPU per request').default(K.cpuMs),
+    keys: count('keys').default(K.keys),
+    // Redis's limit on a bulk string
+    valueBytes: count('value size')
+      .max(512 * 2 ** 20, 'value size must be ≤ 512 MiB')
+      .default(K.valueBytes),
+    setRatio: fraction.default(K.setRatio),
+    kernelFaultFraction: fraction.default(K.kernelFaultFraction),
+  }),
+  z.strictObject({
+    kind: z.literal('http'),
+    workers: count('workers').default(H.workers),
+    connections: count('connections').default(H.connections),
+    thinkMs: nonNegative('think time').default(H.thinkMs),
+    cpuMs: positive('CPU per request').default(H.cpuMs),
+    // the http app's limits
+    objects: count('objects').max(65536, 'objects must be ≤ 65536').default(H.objects),
+    counters: count('counters')
+      .max(2 ** 20, 'counters must be ≤ 1048576')
+      .default(H.counters),
+    hitRatio: fraction.default(H.hitRatio),
+    kernelFaultFraction: fraction.default(H.kernelFaultFraction),
+  }),
   z.strictObject({ kind: z.literal('idle') }),
 ]);
 
@@ -118,6 +148,11 @@ const Vm = z
     vcpus: count('vCPUs').default(1),
     /** Async page faults outstanding per vCPU before further faults block (KVM: 64). */
     asyncFaultLimit: count('async fault limit').default(64),
+    /**
+     * While the VM's migration moves pages, its guest's work takes (1 + this) times as long:
+     * the hosts' CPUs serve the migration too (0: the migration has cores of its own).
+     */
+    hostContention: z.number().min(0, 'host contention must be ≥ 0').default(0),
     dirty: Dirty,
     access: Access,
     /** What the guest runs (the whole run long); without one, only `access` touches pages. */

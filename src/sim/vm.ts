@@ -7,9 +7,22 @@ import { SimDirtyLog, SimGuestMemory } from './guest-memory.ts';
 import { GuestRuntime } from './guest-runtime.ts';
 import type { Rng } from './rng.ts';
 import type { VmSpec } from './scenario.ts';
-import { IDLE_MODEL, memtouchModel, oltpModel, type WorkloadModel, webModel } from './workloads.ts';
+import {
+  httpModel,
+  IDLE_MODEL,
+  kvModel,
+  memtouchModel,
+  oltpModel,
+  type WorkloadModel,
+  webModel,
+} from './workloads.ts';
 
-export function workloadModel(vm: VmSpec, usedPages: number): WorkloadModel | undefined {
+/** The VM's workload; `ramPages` is its RAM (the apps lay out their region over it). */
+export function workloadModel(
+  vm: VmSpec,
+  usedPages: number,
+  ramPages = new SimGuestMemory(vm).pageCount,
+): WorkloadModel | undefined {
   const w = vm.workload;
   if (!w) return undefined;
   switch (w.kind) {
@@ -19,6 +32,10 @@ export function workloadModel(vm: VmSpec, usedPages: number): WorkloadModel | un
       return oltpModel(w, usedPages);
     case 'memtouch':
       return memtouchModel(w, usedPages);
+    case 'kv':
+      return kvModel(w, usedPages, ramPages, vm.vcpus);
+    case 'http':
+      return httpModel(w, usedPages, ramPages, vm.vcpus);
     case 'idle':
       return IDLE_MODEL;
   }
@@ -40,7 +57,7 @@ export class SimVm {
     this.memory = new SimGuestMemory(spec);
     const dirtyRng = rng.fork(2);
     this.dirty = new SimDirtyLog(spec, this.memory, queue.now, () => dirtyRng.next());
-    const model = workloadModel(spec, this.memory.usedPages);
+    const model = workloadModel(spec, this.memory.usedPages, this.memory.pageCount);
     if (model) {
       const written = new PageSet(this.memory.pageCount);
       this.dirty.extra = written;

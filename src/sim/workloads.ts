@@ -2,9 +2,12 @@
 // page touches. Each kind stands for a real program; the defaults and where they come
 // from are documented with the kind. Pages are numbered within the VM's RAM in use.
 
+import { HTTP_HEADER_BYTES, httpObjectSize } from '../apps/http.ts';
+import { classOf, classSize, KV_ENTRY_OVERHEAD, KV_HEADER_BYTES } from '../apps/kv.ts';
+import { kernelPages } from '../guest/machine.ts';
 import type { Rng } from './rng.ts';
 
-export type WorkloadKind = 'web' | 'oltp' | 'memtouch' | 'idle';
+export type WorkloadKind = 'web' | 'oltp' | 'memtouch' | 'idle' | 'kv' | 'http';
 
 /** One operation: `cpuMs` of work spread evenly over its page touches. */
 export interface Operation {
@@ -260,3 +263,283 @@ export function memtouchModel(p: MemtouchParams, usedPages: number): WorkloadMod
 }
 
 export const IDLE_MODEL: WorkloadModel = { kind: 'idle', tasks: [], clients: null, kernelFaultFraction: 0 };
+
+// --- Ferry's own guest apps -----------------------------------------------------------
+//
+// `kv` and `http` stand for the two apps the real world runs (src/apps), page for page: each
+// request touches the pages the app's code touches serving it, laid out as the app lays out
+// its region. The region is the guest RAM Ferry's host gives the app, all of it but the
+// guest kernel's first pages (one per vCPU); pages are numbered from the region's start.
+
+export interface KvParams {
+  workers: number;
+  connections: number;
+  thinkMs: number;
+  /** CPU per request, ms. */
+  cpuMs: number;
+  /** Keys in the store, redis-benchmark's `-r`: `key:000000000000`, `key:000000000001`, ... */
+  keys: number;
+  /** Bytes per value, redis-benchmark's `-d`. */
+  valueBytes: number;
+  /** Share of requests that are SETs; the rest are GETs. */
+  setRatio: number;
+  kernelFaultFraction: number;
+}
+
+export interface HttpParams {
+  workers: number;
+  connections: number;
+  thinkMs: number;
+  /** CPU per request, ms. */
+  cpuMs: number;
+  /** Objects served, with sizes cycling through HTTP_OBJECT_MIX (1 to 64 KiB). */
+  objects: number;
+  /** Counters behind `/hit/<k>`. */
+  counters: number;
+  /** Share of requests that are hits (`POST /hit/<k>`); the rest are `GET /obj/<i>`. */
+  hitRatio: number;
+  kernelFaultFraction: number;
+}
+
+/**
+ * `kv`: Ferry's own key-value app (src/apps/kv.ts) under redis-benchmark, as the lab runs
+ * it: a filled store, `-r keys -d valueBytes`, a SET and a GET process side by side on half
+ * of the connections each. Every request names a uniformly random key; a GET reads the key's
+ * bucket slot and its entry, a SET overwrites the value in place. 16 server tasks, 16
+ * connections, 0.1 ms of CPU per request; the app's faults are all taken by its own tasks.
+ */
+export const KV_DEFAULTS: KvParams = {
+  workers: 16,
+  connections: 16,
+  thinkMs: 0,
+  cpuMs: 0.1,
+  keys: 100000,
+  valueBytes: 1000,
+  setRatio: 0.5,
+  kernelFaultFraction: 0,
+};
+
+/**
+ * `http`: Ferry's own HTTP app (src/apps/http.ts) under wrk with the lab's request mix:
+ * `GET /obj/<i>` of a uniformly random object, and with probability `hitRatio` (0.1)
+ * `POST /hit/<k>` of a uniformly random counter. Every request counts itself in the header
+ * page. 16 server tasks, 16 connections, 0.1 ms of CPU per request; 256 objects and 1024
+ * counters as the app's defaults.
+ */
+export const HTTP_DEFAULTS: HttpParams = {
+  workers: 16,
+  connections: 16,
+  thinkMs: 0,
+  cpuMs: 0.1,
+  objects: 256,
+  counters: 1024,
+  hitRatio: 0.1,
+  kernelFaultFraction: 0,
+};
+
+const PAGE_BYTES = 4096;
+const pageOf = (byte: number): number => Math.floor(byte / PAGE_BYTES);
+
+/** Bytes of the region Ferry's host gives a VM's app (host.ts): RAM less the kernel's pages. */
+function appRegionBytes(ramPages: number, vcpus: number): number {
+  return Math.max(0, ramPages - kernelPages(vcpus)) * PAGE_BYTES;
+}
+
+/** Folds a page beyond the RAM in use back into it (a VM declaring less in use than its app needs). */
+function folder(usedPages: number): (page: number) => number {
+  const u = Math.max(1, usedPages);
+  return (page) => (page < u ? page : page % u);
+}
+
+// Geometry kv.ts does not export, mirrored from KvStore.format and heapStartFor.
+const KV_MAX_REGION = 0xffff_fff8;
+const KV_MAX_BUCKETS = 1 << 24;
+/** redis-benchmark's key names: `key:` and 12 digits (`key:__rand_int__`). */
+const KV_KEY_BYTES = 16;
+/** FNV-1a state (kv.ts's key hash) after `key:`, where every key name starts. */
+const KV_KEY_PREFIX_HASH = [...'key:'].reduce(
+  (h, c) => Math.imul(h ^ c.charCodeAt(0), 0x01000193),
+  0x811c9dc5,
+);
+const POW10 = Array.from({ length: 12 }, (_, k) => 10 ** (11 - k));
+
+/**
+ * Where Ferry's kv app keeps what a request touches. The store fills the region as
+ * KvStore.format lays it out: the header at 0, the bucket table at 512 (one u32 per bucket,
+ * a bucket per 128 bytes of region rounded down to a power of two), then the heap. Every
+ * entry has the same size class, so the bump allocator puts the n-th key stored at heap start
+ * + n × block size; key i sits in the i-th block (the order the fill stores keys in only
+ * permutes the blocks). Keys whose block would end beyond the RAM in use are absent.
+ */
+export class KvLayout {
+  /** Region bytes, as KvStore.format takes them. */
+  readonly regionBytes: number;
+  readonly buckets: number;
+  /** Byte offset of the heap: the bucket table's end, 8-aligned. */
+  readonly heapStart: number;
+  /** Bytes of an entry: the block's head, the key, the value. */
+  readonly entryBytes: number;
+  /** Bytes of an entry's block (its size class). */
+  readonly blockSize: number;
+  /** Keys stored: 0 .. stored - 1. */
+  readonly stored: number;
+  private readonly fold: (page: number) => number;
+
+  constructor(
+    private readonly p: KvParams,
+    usedPages: number,
+    ramPages: number,
+    vcpus: number,
+  ) {
+    const region = appRegionBytes(ramPages, vcpus);
+    this.regionBytes = Math.floor(Math.min(region, KV_MAX_REGION) / 8) * 8;
+    let buckets = 16;
+    while (buckets * 2 <= KV_MAX_BUCKETS && buckets * 2 * 128 <= this.regionBytes) buckets *= 2;
+    this.buckets = buckets;
+    this.heapStart = (KV_HEADER_BYTES + 4 * buckets + 7) & ~7;
+    this.entryBytes = KV_ENTRY_OVERHEAD + KV_KEY_BYTES + p.valueBytes;
+    this.blockSize = classSize(classOf(this.entryBytes));
+    const end = Math.min(this.regionBytes, Math.max(0, usedPages) * PAGE_BYTES);
+    this.stored = Math.min(p.keys, Math.max(0, Math.floor((end - this.heapStart) / this.blockSize)));
+    this.fold = folder(usedPages);
+  }
+
+  /** The bucket of key i: its name hashed as kv.ts hashes keys (FNV-1a), masked. */
+  bucketOf(i: number): number {
+    let h = KV_KEY_PREFIX_HASH;
+    const n = i % 1e12;
+    for (let k = 0; k < 12; k++) h = Math.imul(h ^ (48 + (Math.floor(n / POW10[k]) % 10)), 0x01000193);
+    return (h >>> 0) & (this.buckets - 1);
+  }
+
+  /** The page holding key i's bucket slot. */
+  bucketPage(i: number): number {
+    return this.fold(pageOf(KV_HEADER_BYTES + 4 * this.bucketOf(i)));
+  }
+
+  /** A GET (`set` false) or SET of key i; with `reads` false only the pages it writes. */
+  op(i: number, set: boolean, reads: boolean): Operation {
+    const pages: number[] = [];
+    const cpuMs = this.p.cpuMs;
+    if (i >= this.stored) {
+      // absent: a GET finds an empty chain; a SET runs out of memory once the allocator has
+      // read its free-list heads and bump pointer in the header
+      if (reads) {
+        pages.push(this.bucketPage(i));
+        if (set) pages.push(0);
+      }
+      return { cpuMs, pages, writes: 0 };
+    }
+    const at = this.heapStart + i * this.blockSize;
+    const first = pageOf(at);
+    const last = pageOf(at + this.entryBytes - 1);
+    // a GET reads the entry (head, key, value); a SET reads the head and key and overwrites
+    // the value (same length: the length field stays as it is)
+    const written = set ? pageOf(at + KV_ENTRY_OVERHEAD + KV_KEY_BYTES) : last + 1;
+    if (reads) {
+      pages.push(this.bucketPage(i));
+      for (let q = first; q < written; q++) pages.push(q);
+    }
+    for (let q = written; q <= last; q++) pages.push(q);
+    return { cpuMs, pages, writes: last + 1 - written };
+  }
+}
+
+// Geometry http.ts does not export, mirrored from its `geometry` and HttpServer.format.
+const HTTP_MAX_REGION = 0xffff_f000;
+const HTTP_TABLE_ENTRY = 8;
+const pageUp = (n: number): number => Math.ceil(n / PAGE_BYTES) * PAGE_BYTES;
+
+/**
+ * Where Ferry's http app keeps what a request touches, as HttpServer.format lays out its
+ * region (here the part of it in use): the header page (with the requests and hits
+ * counters), the object table (8 bytes per object), the objects back to back from the next
+ * page on, then the counters (u32 each) from the page after the last object. Objects that
+ * do not fit are left out, as format leaves them out; a request for one is answered 404.
+ */
+export class HttpLayout {
+  /** Objects laid out: those asked for, fewer when the region cannot hold them. */
+  readonly objects: number;
+  readonly counterTable: number;
+  /** Each object's first and last page. */
+  private readonly first: Int32Array;
+  private readonly last: Int32Array;
+  private readonly fold: (page: number) => number;
+
+  constructor(
+    private readonly p: HttpParams,
+    usedPages: number,
+    ramPages: number,
+    vcpus: number,
+  ) {
+    const size = Math.min(
+      appRegionBytes(ramPages, vcpus),
+      Math.max(0, usedPages) * PAGE_BYTES,
+      HTTP_MAX_REGION,
+    );
+    // format drops objects from the end until the rest fits (it refuses a region without
+    // room for one: here that one is folded into the RAM in use)
+    const sizes = new Float64Array(p.objects + 1);
+    for (let i = 0; i < p.objects; i++) sizes[i + 1] = sizes[i] + httpObjectSize(i);
+    const data = (n: number) => HTTP_HEADER_BYTES + pageUp(n * HTTP_TABLE_ENTRY);
+    const counterTable = (n: number) => pageUp(data(n) + sizes[n]);
+    let n = p.objects;
+    while (n > 1 && counterTable(n) + p.counters * 4 > size) n--;
+    this.objects = n;
+    this.counterTable = counterTable(n);
+    this.first = new Int32Array(n);
+    this.last = new Int32Array(n);
+    let at = data(n);
+    for (let i = 0; i < n; i++) {
+      const len = httpObjectSize(i);
+      this.first[i] = pageOf(at);
+      this.last[i] = pageOf(at + len - 1);
+      at += len;
+    }
+    this.fold = folder(usedPages);
+  }
+
+  /** `GET /obj/<i>`: the object's table entry and bytes read, the requests counter written. */
+  get(i: number, reads: boolean): Operation {
+    const pages: number[] = [];
+    if (reads && i < this.objects) {
+      pages.push(this.fold(pageOf(HTTP_HEADER_BYTES + HTTP_TABLE_ENTRY * i)));
+      for (let q = this.first[i]; q <= this.last[i]; q++) pages.push(this.fold(q));
+    }
+    pages.push(0);
+    return { cpuMs: this.p.cpuMs, pages, writes: 1 };
+  }
+
+  /** `POST /hit/<k>`: the requests and hits counters and counter k written. */
+  hit(k: number): Operation {
+    return { cpuMs: this.p.cpuMs, pages: [0, this.fold(pageOf(this.counterTable + 4 * k))], writes: 2 };
+  }
+}
+
+function serverModel(
+  kind: WorkloadKind,
+  p: { workers: number; connections: number; thinkMs: number; kernelFaultFraction: number },
+  next: TaskClass['next'],
+): WorkloadModel {
+  return {
+    kind,
+    clients: { connections: p.connections, thinkMs: p.thinkMs },
+    kernelFaultFraction: p.kernelFaultFraction,
+    tasks: [{ name: 'worker', count: p.workers, role: 'server', pauseMs: 0, next }],
+  };
+}
+
+export function kvModel(p: KvParams, usedPages: number, ramPages: number, vcpus: number): WorkloadModel {
+  const layout = new KvLayout(p, usedPages, ramPages, vcpus);
+  return serverModel('kv', p, (rng, reads) => {
+    const key = rng.int(p.keys);
+    return layout.op(key, rng.next() < p.setRatio, reads);
+  });
+}
+
+export function httpModel(p: HttpParams, usedPages: number, ramPages: number, vcpus: number): WorkloadModel {
+  const layout = new HttpLayout(p, usedPages, ramPages, vcpus);
+  return serverModel('http', p, (rng, reads) =>
+    rng.next() < p.hitRatio ? layout.hit(rng.int(p.counters)) : layout.get(rng.int(p.objects), reads),
+  );
+}

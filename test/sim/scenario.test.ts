@@ -328,6 +328,7 @@ test('defaults are applied to a minimal scenario', () => {
     ramMiB: 1024,
     vcpus: 1,
     asyncFaultLimit: 64,
+    hostContention: 0,
     dirty: { hotSetMiB: 0, hotPeriodS: 1, hotPattern: 'sweep', rateMBps: 0 },
     access: { touchesPerSec: 1000, hotFraction: 0.8 },
   });

@@ -1,0 +1,211 @@
+// `ferry experiment paper`: the comparison of precopy, postcopy with blocking faults and
+// postcopy with cooperative faults, with real clients against real VMs (`--real`), in the
+// simulator (`--sim`), or both side by side (`--both`).
+
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { pickClient } from '../lab/clients.ts';
+import { isRoot, startLab } from '../lab/lab.ts';
+import { type Cluster, startLoopback } from '../lab/loopback.ts';
+import { type Dip, runTrial, type TrialResult } from '../lab/trial.ts';
+import type { Report } from '../report/schema.ts';
+import { compareVariants, formatMs, table } from '../report/summary.ts';
+import { simulateVariants } from '../sim/variants.ts';
+import { UsageError } from './errors.ts';
+import { writeJson, writeText } from './io.ts';
+import {
+  agreement,
+  agreementTable,
+  measuredRuns,
+  PAPER,
+  PAPER_QUICK,
+  type PaperConfig,
+  paperScenarios,
+  runName,
+} from './paper.ts';
+
+export interface ExperimentOptions {
+  real?: boolean;
+  sim?: boolean;
+  both?: boolean;
+  loopback?: boolean;
+  quick?: boolean;
+  json?: string;
+  html?: string;
+}
+
+export async function experimentCommand(name: string, opts: ExperimentOptions): Promise<void> {
+  if (name !== 'paper') throw new UsageError(`unknown experiment '${name}' (known: paper)`);
+  const chosen = [opts.real, opts.sim, opts.both].filter(Boolean).length;
+  if (chosen !== 1) throw new UsageError('choose one of --real, --sim, --both');
+  const config = opts.quick ? PAPER_QUICK : PAPER;
+  const out: {
+    real?: Report;
+    /** Per real run: what its clients saw and how its throughput dipped. */
+    runs?: {
+      run: string;
+      client: string;
+      requests: number;
+      errors: number;
+      connectionsLost: number;
+      dip: Dip;
+    }[];
+    sim?: Report;
+    agreement?: ReturnType<typeof agreement>;
+  } = {};
+  let trials: TrialResult[] = [];
+  if (opts.real || opts.both) {
+    trials = await runReal(config, opts.loopback ?? false);
+    out.real = merged('paper (real)', 'real', trials);
+    out.runs = trials.map((t) => ({
+      run: t.migration.variant,
+      client: t.clients.tool,
+      requests: t.clients.requests,
+      errors: t.clients.errors,
+      connectionsLost: t.clients.connectionsLost,
+      dip: t.dip,
+    }));
+    console.log(`\nMeasured:\n${compareVariants(out.real)}`);
+    console.log(dipTable(trials));
+  }
+  if (opts.sim || opts.both) {
+    const measured = measuredRuns(trials);
+    console.log(
+      `\nSimulating the same configuration${measured.size ? ' (memory in use, server speed, set-up time, demand latency and host contention as measured)' : ''}…`,
+    );
+    out.sim = await simulateVariants(paperScenarios(config, measured), { seed: 1 });
+    out.sim.scenario = 'paper (sim)';
+    console.log(`\nSimulated:\n${compareVariants(out.sim)}`);
+  }
+  if (out.real && out.sim) {
+    out.agreement = agreement(out.real, out.sim);
+    console.log(`\nMeasured and simulated, per run and metric:\n${agreementTable(out.agreement)}`);
+    const target = out.agreement.filter((a) => a.metric !== 'downtime');
+    const within = target.filter((a) => Math.abs(a.ratio - 1) <= 0.15).length;
+    console.log(`${within} of ${target.length} (total time, bytes, remote faults) within 15%`);
+  }
+  if (opts.json) {
+    // one world: its report (with the clients' view of real runs); both: everything
+    writeJson(
+      opts.json,
+      out.real && !out.sim ? { ...out.real, runs: out.runs } : out.sim && !out.real ? out.sim : out,
+    );
+    console.log(`report written to ${opts.json}`);
+  }
+  if (opts.html) {
+    const report = out.real ?? out.sim!;
+    const both = out.real && out.sim ? merged2(out.real, out.sim) : report;
+    mkdirSync(dirname(opts.html), { recursive: true });
+    const { renderHtml } = await import('../report/html.ts');
+    writeText(opts.html, await renderHtml(both));
+    console.log(`HTML report: ${opts.html}`);
+  }
+}
+
+async function runReal(config: PaperConfig, loopback: boolean): Promise<TrialResult[]> {
+  const shaped = !loopback && isRoot();
+  let labDir: string | undefined;
+  let cluster: Cluster;
+  if (shaped) {
+    labDir = mkdtempSync(join(tmpdir(), 'ferry-paper-'));
+    console.log(
+      `A lab: hosts pa and pb in network namespaces, links shaped to ${config.linkMbps} Mbit/s (tc tbf).`,
+    );
+    cluster = await startLab({
+      hosts: ['pa', 'pb'],
+      mbps: config.linkMbps,
+      dir: labDir,
+      subnet: '10.79.0',
+      bridge: 'ferrypaper0',
+    });
+  } else {
+    console.log(
+      `Hosts on loopback${isRoot() ? '' : ' (not root: no shaped link)'}; pages capped at ${config.linkMbps} Mbit/s by the migration itself.`,
+    );
+    cluster = await startLoopback();
+  }
+  const trials: TrialResult[] = [];
+  try {
+    for (const a of config.apps) {
+      const picked = pickClient(a.app, a.client);
+      if (picked.note) console.log(`(${picked.note})`);
+      for (const v of config.variants) {
+        const name = runName(a, v);
+        process.stdout.write(`  ${name.padEnd(26)} `);
+        const t = await runTrial({
+          cluster,
+          vm: a.app,
+          app: a.app,
+          ramMiB: config.ramMiB,
+          vcpus: config.vcpus,
+          mode: v.mode,
+          cooperative: v.cooperative,
+          client: picked.kind,
+          connections: config.connections,
+          fillMiB: config.fillMiB,
+          maxBandwidthMbps: shaped ? undefined : config.linkMbps,
+          warmupMs: config.warmupMs,
+          afterMs: config.afterMs,
+          variant: name,
+        });
+        const m = t.migration;
+        console.log(
+          `${m.outcome}, total ${formatMs(m.totalTimeMs)}, downtime ${formatMs(m.downtimeMs)}, ` +
+            `${t.clients.requests} requests by ${t.clients.tool}, ${t.clients.errors} errors`,
+        );
+        trials.push(t);
+      }
+    }
+  } finally {
+    await cluster.down();
+    if (labDir) rmSync(labDir, { recursive: true, force: true });
+  }
+  return trials;
+}
+
+function merged(scenario: string, world: 'real' | 'sim', trials: TrialResult[]): Report {
+  return {
+    scenario,
+    seed: 0,
+    world,
+    migrations: trials.map((t) => t.migration),
+    workloads: trials.map((t) => t.workload),
+  };
+}
+
+/** Both worlds on one page: the simulated runs' variants are marked as such. */
+function merged2(real: Report, sim: Report): Report {
+  const tag = <T extends { variant: string }>(x: T): T => ({ ...x, variant: `${x.variant} (sim)` });
+  return {
+    scenario: 'paper: measured and simulated',
+    seed: sim.seed,
+    world: 'real',
+    migrations: [...real.migrations, ...sim.migrations.map(tag)],
+    workloads: [...real.workloads, ...sim.workloads.map(tag)],
+  };
+}
+
+function dipTable(trials: TrialResult[]): string {
+  const pct = (x: number) => `${Math.round(x * 100)}%`;
+  return table(
+    [
+      'run',
+      'before (req/s)',
+      'first 1 s',
+      'lowest 100 ms',
+      'back to 90%',
+      'client errors',
+      'connections lost',
+    ],
+    trials.map((t) => [
+      t.migration.variant,
+      Math.round(t.dip.baselineOpsPerSec).toLocaleString('en-US'),
+      pct(t.dip.first1s),
+      pct(t.dip.lowestBin),
+      t.dip.recoveryMs >= 0 ? formatMs(t.dip.recoveryMs) : 'not in the run',
+      String(t.clients.errors),
+      String(t.clients.connectionsLost),
+    ]),
+  );
+}

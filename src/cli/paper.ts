@@ -1,0 +1,251 @@
+// The paper experiment's configuration, in both worlds: each app (kv under redis-benchmark,
+// http under wrk) moves by precopy, postcopy with blocking faults and postcopy with
+// cooperative faults over a 1 Gbit/s link. The real runs go through the lab (or loopback);
+// the simulated ones run the same VMs (the simulator's `kv` and `http` workloads lay out
+// guest RAM as the real apps do) with the server speed and set-up time measured in the
+// real runs when there are some, and the measured-versus-simulated comparison per metric.
+
+import type { MigrationMode } from '../engine/config.ts';
+import type { ClientKind } from '../lab/clients.ts';
+import { fillSize, type TrialResult } from '../lab/trial.ts';
+import type { MigrationReport, Report } from '../report/schema.ts';
+import { formatBytes, formatMs, table } from '../report/summary.ts';
+import { BIN_MS } from '../report/throughput.ts';
+import { type ScenarioVariant, validateScenario } from '../sim/scenario.ts';
+import { HTTP_DEFAULTS, HttpLayout, KV_DEFAULTS, KvLayout } from '../sim/workloads.ts';
+
+export interface PaperApp {
+  app: 'kv' | 'http';
+  client: ClientKind;
+}
+
+export interface PaperVariant {
+  name: string;
+  mode: MigrationMode;
+  cooperative: boolean;
+}
+
+export const PAPER = {
+  ramMiB: 256,
+  vcpus: 2,
+  /** Server tasks per vCPU (the hosts' default). */
+  servers: 8,
+  fillMiB: 96,
+  connections: 16,
+  linkMbps: 1000,
+  warmupMs: 4000,
+  afterMs: 4000,
+  apps: [
+    { app: 'kv', client: 'redis-benchmark' },
+    { app: 'http', client: 'wrk' },
+  ] as PaperApp[],
+  variants: [
+    { name: 'precopy', mode: 'precopy', cooperative: true },
+    { name: 'postcopy-blocking', mode: 'postcopy', cooperative: false },
+    { name: 'postcopy-cooperative', mode: 'postcopy', cooperative: true },
+  ] as PaperVariant[],
+};
+
+export type PaperConfig = typeof PAPER;
+
+/** The same experiment on smaller VMs and shorter runs (tests, a first look). */
+export const PAPER_QUICK: PaperConfig = { ...PAPER, ramMiB: 64, fillMiB: 16, warmupMs: 2500, afterMs: 1500 };
+
+/** A run's label: app and variant. */
+export const runName = (a: PaperApp, v: PaperVariant) => `${a.app}-${v.name}`;
+
+/**
+ * Pages a freshly filled app holds (its layout, as the real app lays it out, plus a page
+ * per vCPU for the guest kernel): what a migration must send when nothing was measured.
+ */
+export function footprintPages(config: PaperConfig, app: 'kv' | 'http'): number {
+  const ramPages = config.ramMiB * 256;
+  const { keys, objects } = fillSize(config.fillMiB);
+  const bytes =
+    app === 'kv'
+      ? (() => {
+          const l = new KvLayout(
+            { ...KV_DEFAULTS, keys, valueBytes: 1000 },
+            ramPages,
+            ramPages,
+            config.vcpus,
+          );
+          return l.heapStart + keys * l.blockSize;
+        })()
+      : new HttpLayout({ ...HTTP_DEFAULTS, objects }, ramPages, ramPages, config.vcpus).counterTable +
+        HTTP_DEFAULTS.counters * 4;
+  return config.vcpus + Math.ceil(bytes / 4096);
+}
+
+/** What the simulator takes from a real run of the same configuration. */
+export interface Measured {
+  /** Requests per second before the migration. */
+  baselineOpsPerSec: number;
+  /** Pages in use (not zero) when the migration began. */
+  usedPages: number;
+  /** From the migration's start to the guest's stop (postcopy) or the first page (set-up). */
+  setupMs: number;
+  /**
+   * Median remote-fault latency (µs, postcopy; 0 otherwise): on a busy host it is mostly
+   * the time the hosts take to notice and serve a demand, not the wire's.
+   */
+  faultLatencyUs: number;
+  /**
+   * How much slower the guest served while its precopy moved pages (the app's precopy run:
+   * 1 ÷ (throughput during it ÷ before) − 1): the hosts' CPUs serving the migration.
+   */
+  hostContention: number;
+}
+
+/** The measured configuration of each real trial (by run name), for its simulated twin. */
+export function measuredRuns(trials: TrialResult[]): Map<string, Measured> {
+  const contention = new Map<string, number>();
+  for (const t of trials) {
+    const m = t.migration;
+    if (m.mode !== 'precopy' || t.dip.baselineOpsPerSec <= 0) continue;
+    const bins = t.workload.throughput.filter(([tMs]) => tMs >= m.startMs && tMs < m.startMs + m.totalTimeMs);
+    if (bins.length === 0) continue;
+    // ops/s over the migration, the stop's downtime left out
+    const ops = bins.reduce((n, [, r]) => n + r * (BIN_MS / 1000), 0);
+    const during = ops / Math.max(0.001, (bins.length * BIN_MS - m.downtimeMs) / 1000);
+    contention.set(t.workload.kind, Math.max(0, t.dip.baselineOpsPerSec / Math.max(1, during) - 1));
+  }
+  return new Map(
+    trials.map((t) => {
+      const m = t.migration;
+      return [
+        m.variant,
+        {
+          baselineOpsPerSec: t.dip.baselineOpsPerSec,
+          usedPages: t.memory.pages - t.memory.zeroPages,
+          // in postcopy the guest stops once the destination is ready: that is the set-up
+          setupMs: m.mode === 'postcopy' ? m.switchoverMs - m.startMs : 0,
+          faultLatencyUs: m.remoteFaults > 0 ? m.faultLatencyUs.p50 : 0,
+          hostContention: contention.get(t.workload.kind) ?? 0,
+        },
+      ];
+    }),
+  );
+}
+
+/**
+ * The simulated experiment: one scenario per run, each VM with the app's workload over a
+ * 1 Gbit/s link. `measured` (by run name) sets each VM's memory in use, its server speed
+ * (CPU per request, from the measured request rate), the set-up time and the hosts'
+ * demand latency.
+ */
+export function paperScenarios(
+  config: PaperConfig,
+  measured: Map<string, Measured> = new Map(),
+): ScenarioVariant[] {
+  const out: ScenarioVariant[] = [];
+  const setups = [...measured.values()].map((m) => m.setupMs).filter((x) => x > 0);
+  const setupMs = setups.length > 0 ? setups.reduce((a, b) => a + b, 0) / setups.length : 0;
+  for (const a of config.apps)
+    for (const v of config.variants) {
+      const name = runName(a, v);
+      const m = measured.get(name);
+      const workers = config.vcpus * config.servers;
+      // closed loop, CPU-bound: vCPUs × 1000 / cpuMs requests per second
+      const cpuMs = m && m.baselineOpsPerSec > 0 ? (config.vcpus * 1000) / m.baselineOpsPerSec : 0.1;
+      const { keys, objects } = fillSize(config.fillMiB);
+      const workload =
+        a.app === 'kv'
+          ? { kind: 'kv', workers, connections: config.connections, cpuMs, keys, valueBytes: 1000 }
+          : { kind: 'http', workers, connections: config.connections, cpuMs, objects };
+      const warmS = config.warmupMs / 1000;
+      // a demand's round trip is twice the path's latency (both hosts' share) plus the
+      // page's time on the wire: the measured median sets the hosts' latency
+      const pageUs = (4096 * 8) / config.linkMbps;
+      const latencyUs = m && m.faultLatencyUs > 0 ? Math.max(1, (m.faultLatencyUs - pageUs) / 4) : 50;
+      const raw = {
+        name,
+        durationS: 600,
+        settleS: config.afterMs / 1000,
+        hosts: [
+          { name: 'a', nicMbps: config.linkMbps, latencyUs },
+          { name: 'b', nicMbps: config.linkMbps, latencyUs },
+        ],
+        vms: [
+          {
+            name: `${a.app}`,
+            host: 'a',
+            ramMiB: config.ramMiB,
+            usedMiB: Math.max(1, (m?.usedPages ?? footprintPages(config, a.app)) / 256),
+            vcpus: config.vcpus,
+            hostContention: m?.hostContention ?? 0,
+            workload,
+            dirty: { rateMBps: 0, hotSetMiB: 1 },
+          },
+        ],
+        migrations: [
+          {
+            vm: a.app,
+            to: 'b',
+            atS: warmS,
+            mode: v.mode,
+            cooperative: v.cooperative,
+            prepageForward: 7,
+            setupMs,
+          },
+        ],
+      };
+      out.push({ name, scenario: validateScenario(raw, `paper ${name}`) });
+    }
+  return out;
+}
+
+// --- measured versus simulated -------------------------------------------------------------
+
+export interface Agreement {
+  run: string;
+  metric: string;
+  measured: number;
+  simulated: number;
+  /** simulated ÷ measured (NaN when nothing was measured). */
+  ratio: number;
+}
+
+const METRICS: { name: string; of: (m: MigrationReport) => number; show: (x: number) => string }[] = [
+  { name: 'total time', of: (m) => m.totalTimeMs, show: formatMs },
+  { name: 'bytes', of: (m) => m.bytesSent, show: formatBytes },
+  { name: 'remote faults', of: (m) => m.remoteFaults, show: (x) => String(Math.round(x)) },
+  { name: 'downtime', of: (m) => m.downtimeMs, show: formatMs },
+];
+
+/** The four metrics of every run found in both reports. */
+export function agreement(real: Report, sim: Report): Agreement[] {
+  const out: Agreement[] = [];
+  for (const r of real.migrations) {
+    const s = sim.migrations.find((x) => x.variant === r.variant);
+    if (!s) continue;
+    for (const metric of METRICS) {
+      const measured = metric.of(r);
+      const simulated = metric.of(s);
+      out.push({
+        run: r.variant,
+        metric: metric.name,
+        measured,
+        simulated,
+        ratio: measured > 0 ? simulated / measured : measured === simulated ? 1 : Number.NaN,
+      });
+    }
+  }
+  return out;
+}
+
+/** The side-by-side table; the target (within 15%) applies to total time, bytes and faults. */
+export function agreementTable(rows: Agreement[]): string {
+  const show = (metric: string, x: number) => METRICS.find((m) => m.name === metric)!.show(x);
+  return table(
+    ['run', 'metric', 'measured', 'simulated', 'sim ÷ real', ''],
+    rows.map((r) => [
+      r.run,
+      r.metric,
+      show(r.metric, r.measured),
+      show(r.metric, r.simulated),
+      Number.isFinite(r.ratio) ? r.ratio.toFixed(2) : '—',
+      r.metric === 'downtime' ? '' : Math.abs(r.ratio - 1) <= 0.15 ? 'within 15%' : 'off',
+    ]),
+  );
+}
