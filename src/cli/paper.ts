@@ -83,11 +83,12 @@ export interface Measured {
   baselineOpsPerSec: number;
   /** Pages in use (not zero) when the migration began. */
   usedPages: number;
-  /** From the migration's start to the guest's stop (postcopy) or the first page (set-up). */
+  /** From the request to the first page: the destination boots, the lanes connect. */
   setupMs: number;
   /**
-   * Median remote-fault latency (µs, postcopy; 0 otherwise): on a busy host it is mostly
-   * the time the hosts take to notice and serve a demand, not the wire's.
+   * Mean remote-fault latency (µs, postcopy; 0 otherwise), from the latency histogram: on a
+   * busy host it is mostly the time the hosts take to notice and serve a demand, not the
+   * wire's.
    */
   faultLatencyUs: number;
   /**
@@ -95,6 +96,17 @@ export interface Measured {
    * 1 ÷ (throughput during it ÷ before) − 1): the hosts' CPUs serving the migration.
    */
   hostContention: number;
+}
+
+/** Mean of a latency histogram ([upper bound, count] per power-of-two bucket), at ¾ of each bound. */
+function meanOf(histogram: [number, number][]): number {
+  let n = 0;
+  let sum = 0;
+  for (const [upper, count] of histogram) {
+    n += count;
+    sum += count * upper * 0.75;
+  }
+  return n > 0 ? sum / n : 0;
 }
 
 /** The measured configuration of each real trial (by run name), for its simulated twin. */
@@ -118,9 +130,8 @@ export function measuredRuns(trials: TrialResult[]): Map<string, Measured> {
         {
           baselineOpsPerSec: t.dip.baselineOpsPerSec,
           usedPages: t.memory.pages - t.memory.zeroPages,
-          // in postcopy the guest stops once the destination is ready: that is the set-up
-          setupMs: m.mode === 'postcopy' ? m.switchoverMs - m.startMs : 0,
-          faultLatencyUs: m.remoteFaults > 0 ? m.faultLatencyUs.p50 : 0,
+          setupMs: m.setupMs,
+          faultLatencyUs: meanOf(m.faultLatencyHistogram),
           hostContention: contention.get(t.workload.kind) ?? 0,
         },
       ];
@@ -131,16 +142,14 @@ export function measuredRuns(trials: TrialResult[]): Map<string, Measured> {
 /**
  * The simulated experiment: one scenario per run, each VM with the app's workload over a
  * 1 Gbit/s link. `measured` (by run name) sets each VM's memory in use, its server speed
- * (CPU per request, from the measured request rate), the set-up time and the hosts'
- * demand latency.
+ * (CPU per request, from the measured request rate), its set-up time, the hosts' demand
+ * latency and how much the migration slowed the guest (host contention).
  */
 export function paperScenarios(
   config: PaperConfig,
   measured: Map<string, Measured> = new Map(),
 ): ScenarioVariant[] {
   const out: ScenarioVariant[] = [];
-  const setups = [...measured.values()].map((m) => m.setupMs).filter((x) => x > 0);
-  const setupMs = setups.length > 0 ? setups.reduce((a, b) => a + b, 0) / setups.length : 0;
   for (const a of config.apps)
     for (const v of config.variants) {
       const name = runName(a, v);
@@ -186,7 +195,7 @@ export function paperScenarios(
             mode: v.mode,
             cooperative: v.cooperative,
             prepageForward: 7,
-            setupMs,
+            setupMs: m?.setupMs ?? 0,
           },
         ],
       };

@@ -63,6 +63,8 @@ export interface MigrationProgressInfo {
 
 export interface RealMigrationReport extends MigrationReport {
   integrity: { checked: boolean; ok: boolean };
+  /** From the request to the first page: the destination boots its vCPUs, the lanes connect. */
+  setupMs: number;
 }
 
 export interface MigrationInfo {

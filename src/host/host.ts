@@ -419,6 +419,7 @@ export class Host {
       reason,
       startMs: 0,
       totalTimeMs: r.endedAt - startedAt,
+      setupMs: r.startedAt - startedAt,
       switchoverMs: r.stoppedAt >= 0 ? r.stoppedAt - startedAt : -1,
       downtimeMs: d && r.stoppedAt >= 0 && d.resumedAt > 0 ? Math.max(0, d.resumedAt - r.stoppedAt) : 0,
       bytesSent: s.bytesSent,
