@@ -1,15 +1,12 @@
-// Real-world benchmark: two `ferry host` processes on loopback, real VMs, real migrations.
+// Real-world benchmark: a switch and two `ferry host` processes on loopback, real VMs, real
+// migrations.
 // Usage: npm run bench:real [-- --json FILE] [-- --ram MiB]
 // Prints the page throughput of a precopy round, downtimes, remote-fault latency under a
 // busy bulk lane, and what cooperative faults buy a loaded key-value VM right after the
 // switchover.
 
-import { type ChildProcess, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
-import net from 'node:net';
-import { cpus, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
 import {
   call,
@@ -19,40 +16,14 @@ import {
   type VmInfo,
 } from '../src/host/api.ts';
 import { startLoad } from '../src/host/loadgen.ts';
+import { startLoopback } from '../src/lab/loopback.ts';
 
 const { values } = parseArgs({ options: { json: { type: 'string' }, ram: { type: 'string' } } });
 const BIG_MIB = Number(values.ram ?? 1024);
-const secret = randomBytes(32).toString('hex');
-const secretFile = join(tmpdir(), `ferry-bench-${process.pid}.secret`);
-writeFileSync(secretFile, secret);
 const clock = () => performance.timeOrigin + performance.now();
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-const children: ChildProcess[] = [];
-async function startHost(id: string): Promise<string> {
-  const port = await freePort();
-  const child = spawn(
-    process.execPath,
-    ['bin/ferry.mjs', 'host', '--listen', `127.0.0.1:${port}`, '--id', id, '--secret-file', secretFile],
-    { stdio: ['ignore', 'pipe', 'ignore'], cwd: new URL('..', import.meta.url).pathname },
-  );
-  children.push(child);
-  await new Promise<void>((resolve, reject) => {
-    child.stdout!.once('data', () => resolve());
-    child.once('exit', (code) => reject(new Error(`host ${id} exited with ${code}`)));
-  });
-  return `http://127.0.0.1:${port}`;
-}
+// a switch and hosts a, b on loopback; clients reach the VMs through the switch
+const cluster = await startLoopback();
+const secret = cluster.secretHex;
 
 async function migrate(
   from: string,
@@ -73,8 +44,7 @@ async function migrate(
 const base = { cooperative: true, downtimeLimitMs: 300, prepage: 7 };
 
 async function main() {
-  const a = await startHost('a');
-  const b = await startHost('b');
+  const [a, b] = cluster.hosts.map((h) => h.url);
   const results: Record<string, unknown> = {};
 
   // 1. page throughput of a precopy round, and downtimes, for a VM whose RAM is full of data
@@ -119,17 +89,8 @@ async function main() {
       valueBytes: 4000,
       requests: 40_000,
     }).done;
-    const locate = async () => {
-      for (const host of [b, a]) {
-        const list = await call<VmInfo[]>(host, secret, 'GET', '/v1/vms').catch(() => []);
-        const found = list.find((v) => v.name === name && v.state === 'running');
-        if (found) return found.endpoint;
-      }
-      return vm.endpoint;
-    };
     const load = startLoad({
       endpoint: vm.endpoint,
-      locate,
       connections: 16,
       keys: 40_000,
       setRatio: 0,
@@ -169,5 +130,5 @@ async function main() {
 try {
   await main();
 } finally {
-  for (const c of children) c.kill('SIGTERM');
+  await cluster.down();
 }

@@ -32,11 +32,15 @@ function writeTemp(name: string, text: string): string {
   return p;
 }
 
-test('--help for sim, validate and demo: exit 0 and the options', () => {
+test('--help for each command: exit 0 and the options', () => {
   const cases: [string, string[]][] = [
     ['sim', ['<scenario>', '--seed', '--json', '--quiet']],
     ['validate', ['<dataset>', '--data', '--scenarios', '--json', '--worst', '--setup-ms', '--interference']],
-    ['demo', ['--mode', '--ram', '--json']],
+    ['demo', ['--mode', '--ram', '--json', '--workload', '--client', '--sim']],
+    ['experiment', ['<name>', '--real', '--sim', '--both', '--quick']],
+    ['switch', ['--listen', '--secret-file', '--clients-host']],
+    ['host', ['--listen', '--id', '--switch']],
+    ['lab', ['up', 'down', 'status']],
   ];
   for (const [command, options] of cases) {
     const r = ferry(command, '--help');
