@@ -23,6 +23,7 @@ import {
   type PaperConfig,
   paperScenarios,
   runName,
+  withinTarget,
 } from './paper.ts';
 
 export interface ExperimentOptions {
@@ -81,9 +82,8 @@ export async function experimentCommand(name: string, opts: ExperimentOptions): 
   if (out.real && out.sim) {
     out.agreement = agreement(out.real, out.sim);
     console.log(`\nMeasured and simulated, per run and metric:\n${agreementTable(out.agreement)}`);
-    const target = out.agreement.filter((a) => a.metric !== 'downtime');
-    const within = target.filter((a) => Math.abs(a.ratio - 1) <= 0.15).length;
-    console.log(`${within} of ${target.length} (total time, bytes, remote faults) within 15%`);
+    const { within, of } = withinTarget(out.agreement);
+    console.log(`${within} of ${of} (total time, bytes, remote faults) within 15%`);
   }
   if (opts.json) {
     // one world: its report (with the clients' view of real runs); both: everything
