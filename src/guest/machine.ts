@@ -80,12 +80,17 @@ export class GuestMachine {
   static async boot(
     spec: MachineSpec,
     ram: GuestRam,
-    opts: { cooperative: boolean; paused?: boolean },
+    opts: { cooperative: boolean; paused?: boolean; prefault?: boolean },
   ): Promise<GuestMachine> {
     const m = new GuestMachine(spec, ram, opts.cooperative);
-    // an incoming VM's vCPUs start ahead of the switchover, held until `resume`
+    // an incoming VM's vCPUs start ahead of the switchover, held until `resume`; meanwhile
+    // they map guest RAM in (each its share), off the host's thread and the set-up's path
     if (opts.paused) Atomics.store(m.control, CONTROL_PAUSE, 1);
-    await Promise.all(Array.from({ length: spec.vcpus }, (_, v) => m.startVcpu(v, [])));
+    const share = (v: number): [number, number] | undefined =>
+      opts.prefault
+        ? [Math.floor((ram.pages * v) / spec.vcpus), Math.floor((ram.pages * (v + 1)) / spec.vcpus)]
+        : undefined;
+    await Promise.all(Array.from({ length: spec.vcpus }, (_, v) => m.startVcpu(v, [], share(v))));
     m.running = !opts.paused;
     return m;
   }
@@ -95,7 +100,7 @@ export class GuestMachine {
     this.cooperative = on;
   }
 
-  private startVcpu(v: number, pending: Request[]): Promise<void> {
+  private startVcpu(v: number, pending: Request[], prefault?: [number, number]): Promise<void> {
     const w = new Worker(WORKER_URL);
     this.workers[v] = w;
     return new Promise((resolve, reject) => {
@@ -119,6 +124,7 @@ export class GuestMachine {
         runJob: this.spec.job && v === 0,
         kernelPage: v,
         pending,
+        prefault,
       };
       w.postMessage(start);
     });

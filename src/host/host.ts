@@ -499,10 +499,13 @@ export class Host {
       );
     const spec = machineSpec(b.ramMiB, b.vcpus, b.app, b.appOptions, b.servers);
     const ram = GuestRam.create(spec.ramBytes, false);
-    // touch every page now, so the kernel maps the memory before pages pour in, not during
-    ram.bytes.fill(0);
-    // the vCPUs start now, held until the switchover, so resuming costs no thread start
-    const machine = await GuestMachine.boot(spec, ram, { cooperative: b.cooperative, paused: true });
+    // the vCPUs start now, held until the switchover, so resuming costs no thread start;
+    // meanwhile they map guest RAM in, so pages pouring in rarely wait for the kernel
+    const machine = await GuestMachine.boot(spec, ram, {
+      cooperative: b.cooperative,
+      paused: true,
+      prefault: true,
+    });
     machine.onError = (m) => this.options.log(`incoming VM ${b.vm}: ${m}`);
     const info: IncomingInfo = { migrationId: b.migrationId, state: 'waiting', lanesPort: this.lanes!.port };
     const inc: Incoming = { info, request: b, lanes: {}, machine };
