@@ -92,8 +92,9 @@ export interface Measured {
    */
   faultLatencyUs: number;
   /**
-   * How much slower the guest served while its precopy moved pages (the app's precopy run:
-   * 1 ÷ (throughput during it ÷ before) − 1): the hosts' CPUs serving the migration.
+   * How much slower the guest's work ran while pages moved: in postcopy, its vCPU threads'
+   * wait for a host core per ms on one (the scheduler's statistics); in precopy, from the
+   * app's precopy run, 1 ÷ (throughput during it ÷ before) − 1.
    */
   hostContention: number;
 }
@@ -132,7 +133,13 @@ export function measuredRuns(trials: TrialResult[]): Map<string, Measured> {
           usedPages: t.memory.pages - t.memory.zeroPages,
           setupMs: m.setupMs,
           faultLatencyUs: meanOf(m.faultLatencyHistogram),
-          hostContention: contention.get(t.workload.kind) ?? 0,
+          // postcopy: the destination's vCPU threads' wait for a core ÷ their time on one (a
+          // thread that waits w for every r it runs works at r ÷ (r + w) of its speed);
+          // precopy: the slowdown of the app's precopy run
+          hostContention:
+            m.mode === 'postcopy' && m.vcpuRunMs > 0
+              ? m.vcpuWaitMs / m.vcpuRunMs
+              : (contention.get(t.workload.kind) ?? 0),
         },
       ];
     }),

@@ -62,7 +62,7 @@ export class GuestMachine {
   /** A vCPU touched a page that is not here: the migration must fetch it. */
   onFault: (pfn: number) => void = () => {};
   onError: (message: string) => void = () => {};
-  readonly stats: VcpuStats = { asyncFaults: 0, syncFaults: 0, blockedMs: 0, ops: 0 };
+  readonly stats: VcpuStats = { asyncFaults: 0, syncFaults: 0, blockedMs: 0, ops: 0, runMs: 0, waitMs: 0 };
   running = false;
 
   private constructor(
@@ -166,7 +166,7 @@ export class GuestMachine {
 
   /** The vCPUs' fault and blocking counters, summed. */
   async collectStats(): Promise<VcpuStats> {
-    const sum: VcpuStats = { asyncFaults: 0, syncFaults: 0, blockedMs: 0, ops: 0 };
+    const sum: VcpuStats = { asyncFaults: 0, syncFaults: 0, blockedMs: 0, ops: 0, runMs: 0, waitMs: 0 };
     await new Promise<void>((resolve) => {
       let n = 0;
       this.statsWaiter = (r) => {
@@ -174,6 +174,8 @@ export class GuestMachine {
         sum.syncFaults += r.stats.syncFaults;
         sum.blockedMs += r.stats.blockedMs;
         sum.ops += r.stats.ops;
+        sum.runMs += r.stats.runMs;
+        sum.waitMs += r.stats.waitMs;
         if (++n === this.workers.length) resolve();
       };
       for (const w of this.workers) w.postMessage({ type: 'stats' } satisfies ToVcpu);

@@ -67,6 +67,12 @@ export interface VcpuStats {
   syncFaults: number;
   blockedMs: number;
   ops: number;
+  /**
+   * Since the vCPU last resumed: time its thread ran on a host core, and time it was
+   * runnable but waited for one (the host's scheduler statistics; 0 where unavailable).
+   */
+  runMs: number;
+  waitMs: number;
 }
 
 /** Index of the "pause requested" flag in the VM's control words. */

@@ -6,6 +6,7 @@
 // installed, or parks the task (its writes are dropped; it runs again on "page ready").
 // Idle, the thread waits for messages: a halted vCPU does not spin.
 
+import { readFileSync } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
 import type { GuestAccess } from './access.ts';
 import { PageNotPresent } from './access.ts';
@@ -54,7 +55,21 @@ const queue: Request[] = [];
 const sleepingServers: number[] = [];
 let paused = false;
 let stopping = false;
-const stats: VcpuStats = { asyncFaults: 0, syncFaults: 0, blockedMs: 0, ops: 0 };
+const stats: VcpuStats = { asyncFaults: 0, syncFaults: 0, blockedMs: 0, ops: 0, runMs: 0, waitMs: 0 };
+
+/**
+ * This thread's time on a host core and waiting for one (ms), from the kernel's scheduler
+ * statistics; zeros where they cannot be read.
+ */
+function schedStat(): [number, number] {
+  try {
+    const [run, wait] = readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ').map(Number);
+    return Number.isFinite(run) && Number.isFinite(wait) ? [run / 1e6, wait / 1e6] : [0, 0];
+  } catch {
+    return [0, 0];
+  }
+}
+let schedBase = schedStat();
 
 function post(m: FromVcpu): void {
   port.postMessage(m);
@@ -222,15 +237,22 @@ port.on('message', async (m: ToVcpu) => {
         return;
       }
       case 'resume':
+        schedBase = schedStat();
         paused = false;
         kernel.setCooperative(m.cooperative);
         queue.push(...m.pending);
         assign();
         drain();
         return;
-      case 'stats':
-        post({ type: 'stats', vcpu, stats: { ...stats } });
+      case 'stats': {
+        const [run, wait] = schedStat();
+        post({
+          type: 'stats',
+          vcpu,
+          stats: { ...stats, runMs: run - schedBase[0], waitMs: wait - schedBase[1] },
+        });
         return;
+      }
       case 'stop':
         stopping = true;
         port.close();

@@ -65,6 +65,12 @@ export interface RealMigrationReport extends MigrationReport {
   integrity: { checked: boolean; ok: boolean };
   /** From the request to the first page: the destination boots its vCPUs, the lanes connect. */
   setupMs: number;
+  /**
+   * From the guest's resume on the destination to the end: its vCPU threads' time on a host
+   * core, and runnable but waiting for one (steal time, as a VM would call it).
+   */
+  vcpuRunMs: number;
+  vcpuWaitMs: number;
 }
 
 export interface MigrationInfo {
@@ -108,6 +114,8 @@ export interface IncomingInfo {
     asyncFaults: number;
     syncFaults: number;
     vcpuBlockedMs: number;
+    vcpuRunMs: number;
+    vcpuWaitMs: number;
   };
 }
 

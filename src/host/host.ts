@@ -432,6 +432,8 @@ export class Host {
       asyncFaults: d?.asyncFaults ?? 0,
       syncFaults: d?.syncFaults ?? 0,
       vcpuBlockedMs: d?.vcpuBlockedMs ?? 0,
+      vcpuRunMs: d?.vcpuRunMs ?? 0,
+      vcpuWaitMs: d?.vcpuWaitMs ?? 0,
       faultLatencyUs: d?.faultLatencyUs ?? { p50: 0, p90: 0, p99: 0, max: 0 },
       faultLatencyHistogram: d?.faultLatencyHistogram ?? [],
       postcopyMs: 0,
@@ -571,6 +573,8 @@ export class Host {
         asyncFaults: stats?.asyncFaults ?? 0,
         syncFaults: stats?.syncFaults ?? 0,
         vcpuBlockedMs: stats?.blockedMs ?? 0,
+        vcpuRunMs: stats?.runMs ?? 0,
+        vcpuWaitMs: stats?.waitMs ?? 0,
       };
       if (r.outcome === 'completed' || (r.outcome === 'failed' && inc.machine.running))
         (await publish('running')).state = 'running';
