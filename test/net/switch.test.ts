@@ -313,3 +313,27 @@ test("the destination's replies wait until the source's last reply has gone out"
   a.close();
   b.close();
 });
+
+test('a move abandoned after the hold: the source attaches again and serves what was held', async () => {
+  const a = await linkedHost('a5');
+  const guest = new FakeGuest('a');
+  const nic = new VmNic(RESP_PROTOCOL, () => guest as unknown as GuestMachine);
+  const address = await a.attach('back', nic, true);
+  const c = client(address);
+  c.send(['1']);
+  await until('a reply', () => c.replies.length === 1);
+  await a.hold('back');
+  guest.running = false; // the guest pauses for the switchover…
+  nic.save();
+  a.detach('back');
+  c.send(['2', '3']); // …clients go on sending; the switch holds their bytes
+  await sleep(20);
+  assert.deepEqual(c.replies, ['a:1'], 'nothing answered while the VM is between hosts');
+  // the destination never resumed it: the guest carries on at the source
+  guest.running = true;
+  assert.equal(await a.attach('back', nic, false), address);
+  nic.pump();
+  await until('the held requests answered', () => c.replies.length === 3);
+  assert.deepEqual(c.replies, ['a:1', 'a:2', 'a:3']);
+  assert.equal(c.closed(), false);
+});
