@@ -51,8 +51,10 @@ export class GuestMachine {
   private readonly workers: Worker[] = [];
   private readonly replies = new Map<
     number,
-    { resolve: (b: Uint8Array) => void; reject: (e: Error) => void }
+    { resolve: (b: Uint8Array) => void; reject: (e: Error) => void; vcpu: number }
   >();
+  /** Requests each vCPU holds and has not answered: a new one goes to the least busy. */
+  private readonly outstanding: number[] = [];
   private nextId = 1;
   private rr = 0;
   private pausing: ((r: { vcpu: number; pending: Request[]; stats: VcpuStats }) => void) | null = null;
@@ -135,6 +137,7 @@ export class GuestMachine {
       case 'reply': {
         const r = this.replies.get(msg.id);
         this.replies.delete(msg.id);
+        if (r) this.outstanding[r.vcpu]--;
         r?.resolve(msg.bytes);
         return;
       }
@@ -213,8 +216,9 @@ export class GuestMachine {
     if (!this.running) return Promise.reject(new Error('the VM is not running here'));
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      this.replies.set(id, { resolve, reject });
-      const v = this.rr++ % this.workers.length;
+      const v = leastBusy(this.outstanding, this.workers.length, this.rr++);
+      this.outstanding[v] = (this.outstanding[v] ?? 0) + 1;
+      this.replies.set(id, { resolve, reject, vcpu: v });
       this.workers[v].postMessage({ type: 'request', req: { id, args } } satisfies ToVcpu);
     });
   }
@@ -275,6 +279,7 @@ export class GuestMachine {
   dropReplies(reason: string): void {
     for (const r of this.replies.values()) r.reject(new Error(reason));
     this.replies.clear();
+    this.outstanding.fill(0);
   }
 
   async stop(): Promise<void> {
@@ -283,6 +288,20 @@ export class GuestMachine {
     await Promise.all(this.workers.map((w) => w.terminate()));
     this.dropReplies('the VM stopped');
   }
+}
+
+/**
+ * The vCPU a new request goes to, as a kernel wakes a server on an idle CPU: the one with
+ * the fewest requests in hand (one whose tasks wait on remote faults keeps them), ties
+ * taken in turn from `turn`.
+ */
+export function leastBusy(outstanding: readonly number[], vcpus: number, turn: number): number {
+  let v = turn % vcpus;
+  for (let i = 1; i < vcpus; i++) {
+    const u = (turn + i) % vcpus;
+    if ((outstanding[u] ?? 0) < (outstanding[v] ?? 0)) v = u;
+  }
+  return v;
 }
 
 export function encodeDeviceState(state: DeviceState): Uint8Array {

@@ -3,18 +3,19 @@
 
 import assert from 'node:assert/strict';
 import test from 'node:test';
+import fc from 'fast-check';
 import { PAGE_SIZE } from '../../src/engine/messages.ts';
-import { GuestMachine, type MachineSpec } from '../../src/guest/machine.ts';
+import { GuestMachine, leastBusy, type MachineSpec } from '../../src/guest/machine.ts';
 import { GuestRam } from '../../src/guest/ram.ts';
 
 const FIXTURE = new URL('./fixtures/faulty-app.ts', import.meta.url).href;
 
-async function boot(kind: string): Promise<GuestMachine> {
+async function boot(kind: string, vcpus = 1): Promise<GuestMachine> {
   const ramBytes = 1 << 20;
   const base = 16 * PAGE_SIZE;
   const spec: MachineSpec = {
     ramBytes,
-    vcpus: 1,
+    vcpus,
     app: { module: FIXTURE, kind, base, size: ramBytes - base, options: {} },
     servers: 2,
     job: false,
@@ -69,4 +70,21 @@ test("the vCPUs report their threads' time on a host core and waiting for one", 
   } finally {
     await m.stop();
   }
+});
+
+test('a request goes to the vCPU with the fewest in hand; ties go round', () => {
+  fc.assert(
+    fc.property(fc.array(fc.nat(20), { minLength: 1, maxLength: 8 }), fc.nat(100), (outstanding, turn) => {
+      const v = leastBusy(outstanding, outstanding.length, turn);
+      assert.equal(outstanding[v], Math.min(...outstanding));
+      // among the least busy, the first from `turn` on
+      for (let i = 0; i < outstanding.length; i++) {
+        const u = (turn + i) % outstanding.length;
+        if (outstanding[u] === outstanding[v]) {
+          assert.equal(v, u);
+          break;
+        }
+      }
+    }),
+  );
 });
