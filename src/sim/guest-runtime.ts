@@ -80,6 +80,10 @@ export class GuestRuntime {
   blockedMs = 0;
   /** Work takes this many times as long (>1 while the host's CPUs also serve a migration). */
   cpuFactor = 1;
+  /** The task holding the app lock (see WorkloadModel.appLock), or -1. */
+  private lockHolder = -1;
+  /** vCPUs waiting for the app lock, each with the task it picked. */
+  private readonly lockWaiters: number[] = [];
 
   constructor(
     readonly model: WorkloadModel,
@@ -245,6 +249,7 @@ export class GuestRuntime {
   }
 
   private finishOp(v: number, t: number): void {
+    if (this.lockHolder === t) this.releaseLock();
     const now = this.queue.now;
     const task = this.tasks[t];
     const cls = this.model.tasks[task.cls];
@@ -296,6 +301,15 @@ export class GuestRuntime {
       this.setState(v, 'halted', now + delay);
       return;
     }
+    if (this.needsLock(t)) {
+      if (this.lockHolder >= 0 && this.lockHolder !== t) {
+        // the vCPU's thread waits in the lock with task t picked: it runs nothing else
+        if (!this.lockWaiters.includes(v)) this.lockWaiters.push(v);
+        this.setState(v, 'halted', now);
+        return;
+      }
+      this.lockHolder = t;
+    }
     if (before !== t) {
       this.sliceStart[v] = now;
       delay += this.costs.contextSwitchMs;
@@ -322,8 +336,9 @@ export class GuestRuntime {
     }
     const now = this.queue.now;
     const sliceLeft = this.sliceStart[v] + this.costs.sliceMs - now;
-    // a slice only ends early when another task could use the vCPU
-    const contended = sliceLeft < time && this.kernel.hasRunnable(v);
+    // a slice only ends early when another task could use the vCPU (a handler holding the
+    // app lock runs to its end, as a request handler does)
+    const contended = sliceLeft < time && this.kernel.hasRunnable(v) && this.lockHolder !== t;
     const duration = contended ? Math.max(sliceLeft, 0) : time;
     const plan: Plan = { start: now + delay, stopAt: at, reaches: !contended, duration };
     this.plans[v] = plan;
@@ -370,7 +385,18 @@ export class GuestRuntime {
       return;
     }
     list.push({ vcpu: v, token: action.token });
+    // the parked handler lets the app lock go (it runs again once the page is here)
+    if (this.lockHolder === t) this.releaseLock();
     this.run(v, this.costs.asyncFaultMs);
+  }
+
+  private needsLock(t: number): boolean {
+    return this.model.appLock === true && this.model.tasks[this.tasks[t].cls].role === 'server';
+  }
+
+  private releaseLock(): void {
+    this.lockHolder = -1;
+    for (const v of this.lockWaiters.splice(0)) this.run(v);
   }
 
   /** Moves a task forward by `ms` of CPU time through boundaries it is known to pass. */

@@ -40,6 +40,12 @@ export interface WorkloadModel {
   clients: { connections: number; thinkMs: number } | null;
   /** Share of remote faults taken in guest-kernel context (they always block). */
   kernelFaultFraction: number;
+  /**
+   * Request handlers run one at a time across vCPUs (an app lock, as in Redis and in Ferry's
+   * own apps): a handler holds it to its end, through a blocking fault; an async fault
+   * parks the task and lets the lock go.
+   */
+  appLock?: boolean;
 }
 
 /**
@@ -526,6 +532,8 @@ function serverModel(
     clients: { connections: p.connections, thinkMs: p.thinkMs },
     kernelFaultFraction: p.kernelFaultFraction,
     tasks: [{ name: 'worker', count: p.workers, role: 'server', pauseMs: 0, next }],
+    // Ferry's apps serve one request at a time, whatever the vCPUs
+    appLock: true,
   };
 }
 
