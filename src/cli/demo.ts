@@ -124,7 +124,9 @@ function progressLine(p: TrialProgress): string {
   const t = `t=${(p.elapsedMs / 1000).toFixed(1).padStart(5)} s`;
   const ops = `${Math.round(p.opsPerSec).toLocaleString('en-US').padStart(7)} requests/s`;
   const m = p.migration;
-  if (!m) return `  ${t}  ${p.stage.padEnd(11)} ${''.padEnd(BAR + 2 + 27)} ${ops}`;
+  // before its first page the migration is setting up (the destination boots, lanes connect)
+  if (!m || m.bytesSent === 0)
+    return `  ${t}  ${(m ? 'setting up' : p.stage).padEnd(11)} ${''.padEnd(BAR + 2 + 27)} ${ops}`;
   const done = m.pages > 0 ? 1 - m.pagesPending / m.pages : 0;
   return (
     `  ${t}  ${m.phase.padEnd(11)} ${bar(done)} ${(done * 100).toFixed(0).padStart(3)}% ` +
