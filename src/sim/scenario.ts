@@ -71,6 +71,18 @@ const count = (what: string) =>
   z.number().int(`${what} must be a whole number`).min(1, `${what} must be ≥ 1`);
 const fraction = z.number().min(0, 'must be in [0, 1]').max(1, 'must be in [0, 1]');
 
+/** The fields every server workload has: its tasks, its closed-loop clients, its faults. */
+const serverFields = (
+  d: { workers: number; connections: number; thinkMs: number; cpuMs: number; kernelFaultFraction: number },
+  cpu = 'CPU per request',
+) => ({
+  workers: count('workers').default(d.workers),
+  connections: count('connections').default(d.connections),
+  thinkMs: nonNegative('think time').default(d.thinkMs),
+  cpuMs: positive(cpu).default(d.cpuMs),
+  kernelFaultFraction: fraction.default(d.kernelFaultFraction),
+});
+
 const W = WEB_DEFAULTS;
 const O = OLTP_DEFAULTS;
 const M = MEMTOUCH_DEFAULTS;
@@ -79,27 +91,19 @@ const H = HTTP_DEFAULTS;
 const Workload = z.discriminatedUnion('kind', [
   z.strictObject({
     kind: z.literal('web'),
-    workers: count('workers').default(W.workers),
-    connections: count('connections').default(W.connections),
-    thinkMs: nonNegative('think time').default(W.thinkMs),
-    cpuMs: positive('CPU per request').default(W.cpuMs),
+    ...serverFields(W),
     hotSetMiB: positive('hot set').default(W.hotSetMiB),
     touches: z.number().int().nonnegative().default(W.touches),
     coldTouches: z.number().int().nonnegative().default(W.coldTouches),
     writes: z.number().int().nonnegative().default(W.writes),
-    kernelFaultFraction: fraction.default(W.kernelFaultFraction),
   }),
   z.strictObject({
     kind: z.literal('oltp'),
-    workers: count('workers').default(O.workers),
-    connections: count('connections').default(O.connections),
-    thinkMs: nonNegative('think time').default(O.thinkMs),
-    cpuMs: positive('CPU per transaction').default(O.cpuMs),
+    ...serverFields(O, 'CPU per transaction'),
     depth: count('B-tree depth').default(O.depth),
     lookups: count('lookups').default(O.lookups),
     writes: z.number().int().nonnegative().default(O.writes),
     logWriteIntervalMs: positive('log write interval').default(O.logWriteIntervalMs),
-    kernelFaultFraction: fraction.default(O.kernelFaultFraction),
   }),
   z.strictObject({
     kind: z.literal('memtouch'),
@@ -110,31 +114,23 @@ const Workload = z.discriminatedUnion('kind', [
   }),
   z.strictObject({
     kind: z.literal('kv'),
-    workers: count('workers').default(K.workers),
-    connections: count('connections').default(K.connections),
-    thinkMs: nonNegative('think time').default(K.thinkMs),
-    cpuMs: positive('CPU per request').default(K.cpuMs),
+    ...serverFields(K),
     keys: count('keys').default(K.keys),
     // Redis's limit on a bulk string
     valueBytes: count('value size')
       .max(512 * 2 ** 20, 'value size must be ≤ 512 MiB')
       .default(K.valueBytes),
     setRatio: fraction.default(K.setRatio),
-    kernelFaultFraction: fraction.default(K.kernelFaultFraction),
   }),
   z.strictObject({
     kind: z.literal('http'),
-    workers: count('workers').default(H.workers),
-    connections: count('connections').default(H.connections),
-    thinkMs: nonNegative('think time').default(H.thinkMs),
-    cpuMs: positive('CPU per request').default(H.cpuMs),
+    ...serverFields(H),
     // the http app's limits
     objects: count('objects').max(65536, 'objects must be ≤ 65536').default(H.objects),
     counters: count('counters')
       .max(2 ** 20, 'counters must be ≤ 1048576')
       .default(H.counters),
     hitRatio: fraction.default(H.hitRatio),
-    kernelFaultFraction: fraction.default(H.kernelFaultFraction),
   }),
   z.strictObject({ kind: z.literal('idle') }),
 ]);

@@ -163,32 +163,19 @@ export function webModel(p: WebParams, usedPages: number): WorkloadModel {
   const logStart = Math.min(usedPages - 1, hot);
   const logPages = Math.max(1, Math.min(4096, usedPages - logStart));
   let logCursor = 0;
-  return {
-    kind: 'web',
-    clients: { connections: p.connections, thinkMs: p.thinkMs },
-    kernelFaultFraction: p.kernelFaultFraction,
-    tasks: [
-      {
-        name: 'worker',
-        count: p.workers,
-        role: 'server',
-        pauseMs: 0,
-        next(rng, reads) {
-          const pages: number[] = [];
-          if (reads) {
-            for (let i = 0; i < p.touches; i++) pages.push(zipf.draw(rng));
-            for (let i = 0; i < p.coldTouches; i++) pages.push(rng.int(usedPages));
-          }
-          // writes: the access log, appended, and session pages in the hot set
-          for (let i = 0; i < p.writes; i++) {
-            if (i === 0) pages.push(logStart + (logCursor++ % logPages));
-            else pages.push(zipf.draw(rng));
-          }
-          return { cpuMs: p.cpuMs, pages, writes: p.writes };
-        },
-      },
-    ],
-  };
+  return serverModel('web', p, (rng, reads) => {
+    const pages: number[] = [];
+    if (reads) {
+      for (let i = 0; i < p.touches; i++) pages.push(zipf.draw(rng));
+      for (let i = 0; i < p.coldTouches; i++) pages.push(rng.int(usedPages));
+    }
+    // writes: the access log, appended, and session pages in the hot set
+    for (let i = 0; i < p.writes; i++) {
+      if (i === 0) pages.push(logStart + (logCursor++ % logPages));
+      else pages.push(zipf.draw(rng));
+    }
+    return { cpuMs: p.cpuMs, pages, writes: p.writes };
+  });
 }
 
 export function oltpModel(p: OltpParams, usedPages: number): WorkloadModel {
@@ -522,32 +509,43 @@ export class HttpLayout {
   }
 }
 
+/** Server tasks answering closed-loop clients, each request one operation from `next`. */
 function serverModel(
   kind: WorkloadKind,
   p: { workers: number; connections: number; thinkMs: number; kernelFaultFraction: number },
   next: TaskClass['next'],
+  appLock = false,
 ): WorkloadModel {
   return {
     kind,
     clients: { connections: p.connections, thinkMs: p.thinkMs },
     kernelFaultFraction: p.kernelFaultFraction,
     tasks: [{ name: 'worker', count: p.workers, role: 'server', pauseMs: 0, next }],
-    // Ferry's apps serve one request at a time, whatever the vCPUs
-    appLock: true,
+    appLock,
   };
 }
 
 export function kvModel(p: KvParams, usedPages: number, ramPages: number, vcpus: number): WorkloadModel {
   const layout = new KvLayout(p, usedPages, ramPages, vcpus);
-  return serverModel('kv', p, (rng, reads) => {
-    const key = rng.int(p.keys);
-    return layout.op(key, rng.next() < p.setRatio, reads);
-  });
+  // Ferry's apps serve one request at a time, whatever the vCPUs
+  return serverModel(
+    'kv',
+    p,
+    (rng, reads) => {
+      const key = rng.int(p.keys);
+      return layout.op(key, rng.next() < p.setRatio, reads);
+    },
+    true,
+  );
 }
 
 export function httpModel(p: HttpParams, usedPages: number, ramPages: number, vcpus: number): WorkloadModel {
   const layout = new HttpLayout(p, usedPages, ramPages, vcpus);
-  return serverModel('http', p, (rng, reads) =>
-    rng.next() < p.hitRatio ? layout.hit(rng.int(p.counters)) : layout.get(rng.int(p.objects), reads),
+  return serverModel(
+    'http',
+    p,
+    (rng, reads) =>
+      rng.next() < p.hitRatio ? layout.hit(rng.int(p.counters)) : layout.get(rng.int(p.objects), reads),
+    true,
   );
 }
