@@ -95,7 +95,7 @@ export async function experimentCommand(name: string, opts: ExperimentOptions): 
   }
   if (opts.html) {
     const report = out.real ?? out.sim!;
-    const both = out.real && out.sim ? merged2(out.real, out.sim) : report;
+    const both = out.real && out.sim ? sideBySide(out.real, out.sim) : report;
     mkdirSync(dirname(opts.html), { recursive: true });
     const { renderHtml } = await import('../report/html.ts');
     writeText(opts.html, await renderHtml(both));
@@ -175,7 +175,7 @@ function merged(scenario: string, world: 'real' | 'sim', trials: TrialResult[]):
 }
 
 /** Both worlds on one page: the simulated runs' variants are marked as such. */
-function merged2(real: Report, sim: Report): Report {
+function sideBySide(real: Report, sim: Report): Report {
   const tag = <T extends { variant: string }>(x: T): T => ({ ...x, variant: `${x.variant} (sim)` });
   return {
     scenario: 'paper: measured and simulated',

@@ -104,8 +104,9 @@ export async function runTrial(o: TrialOptions): Promise<TrialResult> {
   const progress = (p: TrialProgress) => o.onProgress?.(p);
 
   progress({ stage: 'filling', elapsedMs: 0, opsPerSec: 0 });
-  const { objects } = fillSize(o.fillMiB);
-  const keys = Math.max(o.connections, fillSize(o.fillMiB).keys);
+  const size = fillSize(o.fillMiB);
+  const objects = size.objects;
+  const keys = Math.max(o.connections, size.keys);
   const vm = await api<VmInfo>(src.url, 'POST', '/v1/vms', {
     name,
     ramMiB: o.ramMiB,
