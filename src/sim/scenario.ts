@@ -263,16 +263,19 @@ export function validateScenario(raw: unknown, source = 'scenario'): Scenario {
   return s;
 }
 
-export function parseScenario(text: string, source = 'scenario'): Scenario {
-  let raw: unknown;
+/** The YAML of a scenario file, or a ScenarioError naming the file and the first problem. */
+function readYaml(text: string, source: string): unknown {
   try {
-    raw = parseYaml(text);
+    return parseYaml(text);
   } catch (e) {
     // the first line ends with a colon that introduced the source excerpt left out here
     const first = (e as Error).message.split('\n')[0].replace(/:\s*$/, '');
     throw new ScenarioError(`${source}: not valid YAML: ${first}`);
   }
-  return validateScenario(raw, source);
+}
+
+export function parseScenario(text: string, source = 'scenario'): Scenario {
+  return validateScenario(readYaml(text, source), source);
 }
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {
@@ -314,12 +317,5 @@ export function expandVariants(raw: unknown, source = 'scenario'): ScenarioVaria
 }
 
 export function parseScenarioVariants(text: string, source = 'scenario'): ScenarioVariant[] {
-  let raw: unknown;
-  try {
-    raw = parseYaml(text);
-  } catch (e) {
-    const first = (e as Error).message.split('\n')[0].replace(/:\s*$/, '');
-    throw new ScenarioError(`${source}: not valid YAML: ${first}`);
-  }
-  return expandVariants(raw, source);
+  return expandVariants(readYaml(text, source), source);
 }

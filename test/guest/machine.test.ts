@@ -55,15 +55,11 @@ test('without the hook, a throwing handler is reported as a vCPU error', async (
   }
 });
 
-test("the vCPUs report their threads' time on a host core and waiting for one", async (t) => {
+test("the vCPUs report their threads' time on a host core and waiting for one", async () => {
   const m = await boot('answers');
   try {
     for (let i = 0; i < 200; i++) await ask(m, 'SET', String(i));
     const s = await m.collectStats();
-    if (s.runMs === 0 && s.waitMs === 0) {
-      t.skip('this kernel does not publish per-thread scheduler statistics (/proc/thread-self/schedstat)');
-      return;
-    }
     assert.ok(s.runMs > 0, `run ${s.runMs} ms`);
     assert.ok(s.waitMs >= 0, `wait ${s.waitMs} ms`);
     assert.equal(s.ops, 200);
