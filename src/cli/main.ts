@@ -60,10 +60,10 @@ program
   .option('--worst <n>', 'how many worst cases to list', (v) => Number.parseInt(v, 10), 10)
   .option('--scenarios <list>', 'only these scenario numbers, e.g. 13-25 or 1,4-6')
   .option('--efficiency <x>', 'goodput ÷ line rate (default: Ethernet framing, 0.9415)', Number.parseFloat)
-  .option('--setup-ms <ms>', 'per-migration setup time (default 1200)', Number.parseFloat)
+  .option('--setup-ms <ms>', 'per-migration setup time (default 1300)', Number.parseFloat)
   .option(
     '--interference <x>',
-    'receive capacity lost per unit of transmit throughput (default 0.08)',
+    'receive capacity lost per unit of transmit throughput, every node (default: 0.08, south 0.06, west 0.12)',
     Number.parseFloat,
   )
   .option('--hot-pattern <p>', 'how the hot set is rewritten: none | burst | sweep | once (default none)')

@@ -25,6 +25,15 @@ export function parseRange(text: string): (n: number) => boolean {
   return (n) => parts.some(([a, b]) => n >= a && n <= b);
 }
 
+const NODE_NAMES: Record<string, string> = { '0': 'south', '1': 'west', '2': 'north', '3': 'east' };
+
+function interferenceText(model: G5kModel): string {
+  const nodes = Object.entries(model.nodeInterference).map(([n, x]) => `${NODE_NAMES[n] ?? n} ${x}`);
+  return nodes.length === 0
+    ? String(model.duplexInterference)
+    : `${model.duplexInterference}, ${nodes.join(', ')}`;
+}
+
 export function validateCommand(dataset: string, opts: ValidateOptions): void {
   if (dataset !== 'g5k') throw new UsageError(`unknown dataset '${dataset}' (known: g5k)`);
   if (!(opts.worst >= 0)) throw new UsageError('--worst must be a number ≥ 0');
@@ -36,6 +45,8 @@ export function validateCommand(dataset: string, opts: ValidateOptions): void {
     efficiency: opts.efficiency ?? G5K_MODEL.efficiency,
     setupMs: opts.setupMs ?? G5K_MODEL.setupMs,
     duplexInterference: opts.interference ?? G5K_MODEL.duplexInterference,
+    // one value on the command line stands for every node
+    nodeInterference: opts.interference === undefined ? G5K_MODEL.nodeInterference : {},
     hotPattern: hot as G5kModel['hotPattern'],
   };
   if (!(model.efficiency > 0 && model.efficiency <= 1))
@@ -54,7 +65,7 @@ export function validateCommand(dataset: string, opts: ValidateOptions): void {
   const pct = (x: number) => `${x.toFixed(1)}%`;
   console.log(
     `Replayed ${runs.length} measured runs, ${r.overall.count} migrations ` +
-      `(efficiency ${model.efficiency.toFixed(4)}, setup ${model.setupMs} ms, duplex interference ${model.duplexInterference}, hot set: ${model.hotPattern}).\n`,
+      `(efficiency ${model.efficiency.toFixed(4)}, setup ${model.setupMs} ms, duplex interference ${interferenceText(model)}, hot set: ${model.hotPattern}).\n`,
   );
   console.log(
     table(

@@ -38,6 +38,8 @@ const Host = z.strictObject({
   downloadMbps: positive('download bandwidth').optional(),
   latencyUs: nonNegative('latency').default(50),
   switch: name.optional(),
+  /** This host's own duplex interference (its NIC and driver); the network's when absent. */
+  duplexInterference: z.number().min(0).lt(1).optional(),
 });
 
 const Dirty = z

@@ -70,7 +70,8 @@ export class World {
     for (const h of scenario.hosts) {
       const up = new Resource(`${h.name}:up`, goodput(h.uploadMbps ?? h.nicMbps, eff));
       const down = new Resource(`${h.name}:down`, goodput(h.downloadMbps ?? h.nicMbps, eff));
-      if (interference > 0) up.coupled = { resource: down, interference };
+      const x = h.duplexInterference ?? interference;
+      if (x > 0) up.coupled = { resource: down, interference: x };
       this.hosts.set(h.name, { up, down, switch: h.switch ?? DEFAULT_SWITCH, latencyMs: h.latencyUs / 1000 });
     }
   }

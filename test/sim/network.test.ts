@@ -300,11 +300,16 @@ test('Network: completion times match a reference fluid model over random arriva
 
 const GOODPUT_PER_MBPS = (1e6 * 0.94) / 8 / 1000; // bytes per ms per Mbit/s at efficiency 0.94
 
-function relay(interference: number) {
+function relay(interference: number, hostB?: number) {
   // a → b while b → c: b transmits at full rate, so b's receive side loses interference × that
   const scenario = validateScenario({
     network: { efficiency: 0.94, duplexInterference: interference },
-    hosts: ['a', 'b', 'c'].map((name) => ({ name, nicMbps: 1000, latencyUs: 0 })),
+    hosts: ['a', 'b', 'c'].map((name) => ({
+      name,
+      nicMbps: 1000,
+      latencyUs: 0,
+      ...(name === 'b' && hostB !== undefined ? { duplexInterference: hostB } : {}),
+    })),
     vms: [
       { name: 'small', host: 'a', ramMiB: 256 },
       { name: 'large', host: 'b', ramMiB: 1024 },
@@ -328,6 +333,15 @@ test('duplex interference: a host receiving while it transmits receives at (1 �
     // the transmit direction is not slowed
     near(large.totalTimeMs, large.bytesSent / nic, `transmitting migration, x = ${x}`, 1e-3);
   }
+});
+
+test("duplex interference: a host's own value overrides the network's, for that host only", () => {
+  const nic = 1000 * GOODPUT_PER_MBPS;
+  const [small, large] = relay(0.3, 0.1);
+  near(small.totalTimeMs, small.bytesSent / (nic * 0.9), 'receiving at b, its own x = 0.1', 1e-3);
+  near(large.totalTimeMs, large.bytesSent / nic, 'transmitting from b', 1e-3);
+  const [unaffected] = relay(0.1, 0);
+  near(unaffected.totalTimeMs, unaffected.bytesSent / nic, 'b with x = 0 receives at full rate', 1e-3);
 });
 
 test('duplex interference never takes a receive capacity below zero', () => {
