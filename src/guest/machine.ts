@@ -82,17 +82,12 @@ export class GuestMachine {
   static async boot(
     spec: MachineSpec,
     ram: GuestRam,
-    opts: { cooperative: boolean; paused?: boolean; prefault?: boolean },
+    opts: { cooperative: boolean; paused?: boolean },
   ): Promise<GuestMachine> {
     const m = new GuestMachine(spec, ram, opts.cooperative);
-    // an incoming VM's vCPUs start ahead of the switchover, held until `resume`; meanwhile
-    // they map guest RAM in (each its share), off the host's thread and the set-up's path
+    // an incoming VM's vCPUs start ahead of the switchover, held until `resume`
     if (opts.paused) Atomics.store(m.control, CONTROL_PAUSE, 1);
-    const share = (v: number): [number, number] | undefined =>
-      opts.prefault
-        ? [Math.floor((ram.pages * v) / spec.vcpus), Math.floor((ram.pages * (v + 1)) / spec.vcpus)]
-        : undefined;
-    await Promise.all(Array.from({ length: spec.vcpus }, (_, v) => m.startVcpu(v, [], share(v))));
+    await Promise.all(Array.from({ length: spec.vcpus }, (_, v) => m.startVcpu(v, [])));
     m.running = !opts.paused;
     return m;
   }
@@ -102,7 +97,7 @@ export class GuestMachine {
     this.cooperative = on;
   }
 
-  private startVcpu(v: number, pending: Request[], prefault?: [number, number]): Promise<void> {
+  private startVcpu(v: number, pending: Request[]): Promise<void> {
     const w = new Worker(WORKER_URL);
     this.workers[v] = w;
     return new Promise((resolve, reject) => {
@@ -126,7 +121,6 @@ export class GuestMachine {
         runJob: this.spec.job && v === 0,
         kernelPage: v,
         pending,
-        prefault,
       };
       w.postMessage(start);
     });

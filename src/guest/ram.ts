@@ -30,12 +30,10 @@ export class GuestRam {
   readonly dirty: Int32Array;
   private readonly waiters: Int32Array;
   private readonly words: Uint32Array;
-  private readonly atomicWords: Int32Array;
 
   constructor(readonly buffers: RamBuffers) {
     this.bytes = new Uint8Array(buffers.data);
     this.words = new Uint32Array(buffers.data);
-    this.atomicWords = new Int32Array(buffers.data);
     this.pages = this.bytes.byteLength / PAGE_SIZE;
     this.presence = new Int32Array(buffers.presence);
     this.dirty = new Int32Array(buffers.dirty);
@@ -72,16 +70,6 @@ export class GuestRam {
     // a waiter registers before it checks presence, so it is seen here or sees the page
     if (Atomics.load(this.waiters, 0) > 0)
       for (let p = start; p < start + count; p++) Atomics.notify(this.presence, p);
-  }
-
-  /**
-   * Has the kernel map pages [start, start + count) now rather than on the first install:
-   * one atomic add of zero per page, a write that changes nothing, so a page installed at
-   * the same moment by another thread keeps every byte.
-   */
-  prefault(start: number, count: number): void {
-    const end = Math.min(this.pages, start + count);
-    for (let p = start; p < end; p++) Atomics.add(this.atomicWords, p * (PAGE_SIZE / 4), 0);
   }
 
   markMissing(start: number, count: number): void {

@@ -44,8 +44,6 @@ export type ToVcpu =
       /** The page this vCPU's kernel stages requests in (touched in kernel context). */
       kernelPage: number;
       pending: Request[];
-      /** Pages [start, end) this vCPU maps in while it waits for its first resume. */
-      prefault?: [number, number];
     }
   | { type: 'request'; req: Request }
   | { type: 'ready'; token: number }

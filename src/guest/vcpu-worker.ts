@@ -187,18 +187,6 @@ function resetTasks(cooperative: boolean): void {
   if (shape.runJob) slots[kernel.addTask(0, 'runnable')] = { req: null, job: true };
 }
 
-/**
- * Maps guest RAM in while this vCPU waits for its first resume, a few MiB at a time so a
- * resume (the switchover) is never kept waiting; stops once the guest runs.
- */
-async function prefault(ram: GuestRam, start: number, end: number): Promise<void> {
-  const CHUNK = 256; // pages: 1 MiB, about a millisecond
-  for (let p = start; p < end && !stopping && Atomics.load(control, CONTROL_PAUSE) !== 0; p += CHUNK) {
-    ram.prefault(p, Math.min(CHUNK, end - p));
-    await new Promise((r) => setImmediate(r));
-  }
-}
-
 port.on('message', async (m: ToVcpu) => {
   try {
     switch (m.type) {
@@ -216,7 +204,6 @@ port.on('message', async (m: ToVcpu) => {
         assign();
         post({ type: 'started', vcpu });
         drain();
-        if (m.prefault) void prefault(ram, m.prefault[0], m.prefault[1]);
         return;
       }
       case 'request':

@@ -501,13 +501,11 @@ export class Host {
       );
     const spec = machineSpec(b.ramMiB, b.vcpus, b.app, b.appOptions, b.servers);
     const ram = GuestRam.create(spec.ramBytes, false);
-    // the vCPUs start now, held until the switchover, so resuming costs no thread start;
-    // meanwhile they map guest RAM in, so pages pouring in rarely wait for the kernel
-    const machine = await GuestMachine.boot(spec, ram, {
-      cooperative: b.cooperative,
-      paused: true,
-      prefault: true,
-    });
+    // the vCPUs start now, held until the switchover, so resuming costs no thread start.
+    // Guest RAM is left unmapped: the first write of each page (its install) maps it, for
+    // less than mapping it ahead costs (an atomic pass over fresh pages takes twice as
+    // long as the copy's own faults, and competes with the install for the cores)
+    const machine = await GuestMachine.boot(spec, ram, { cooperative: b.cooperative, paused: true });
     machine.onError = (m) => this.options.log(`incoming VM ${b.vm}: ${m}`);
     const info: IncomingInfo = { migrationId: b.migrationId, state: 'waiting', lanesPort: this.lanes!.port };
     const inc: Incoming = { info, request: b, lanes: {}, machine };

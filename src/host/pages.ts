@@ -31,13 +31,22 @@ export function fillBatch(ram: GuestRam, batch: PageBatch): void {
   const ramBuf = Buffer.from(ram.buffers.data);
   let off = layout.dataOffset;
   i = 0;
-  for (let r = 0; r < batch.runs.length; r += 2)
-    for (let p = batch.runs[r]; p < batch.runs[r] + batch.runs[r + 1]; p++, i++)
-      if (!((mask[i >> 3] >> (i & 7)) & 1)) {
-        // a page written since the zero check travels as it is now (its write is logged)
-        ramBuf.copy(frame, off, p * PAGE_SIZE, (p + 1) * PAGE_SIZE);
-        off += PAGE_SIZE;
+  // one copy per stretch of consecutive non-zero pages; a page written since the zero
+  // check travels as it is now (its write is logged)
+  for (let r = 0; r < batch.runs.length; r += 2) {
+    const end = batch.runs[r] + batch.runs[r + 1];
+    for (let p = batch.runs[r]; p < end; ) {
+      if ((mask[i >> 3] >> (i & 7)) & 1) {
+        p++;
+        i++;
+        continue;
       }
+      const from = p;
+      for (; p < end && !((mask[i >> 3] >> (i & 7)) & 1); p++, i++);
+      ramBuf.copy(frame, off, from * PAGE_SIZE, p * PAGE_SIZE);
+      off += (p - from) * PAGE_SIZE;
+    }
+  }
   batch.zeroMask = mask;
   batch.zeroCount = zeros;
   batch.data = frame.subarray(layout.dataOffset, layout.dataOffset + dataBytes);
@@ -67,24 +76,36 @@ export function installBatch(ram: GuestRam, batch: PageBatch, install: number[],
       index += n;
     }
   }
+  const mask = batch.zeroMask;
+  const isZero = (i: number) => (mask[i >> 3] >> (i & 7)) & 1;
   let i = 0; // page index in the batch
   let off = 0; // offset in batch.data
-  for (let k = 0; k < batch.runs.length; k += 2)
-    for (let p = batch.runs[k]; p < batch.runs[k] + batch.runs[k + 1]; p++, i++) {
-      const zero = (batch.zeroMask[i >> 3] >> (i & 7)) & 1;
-      if (want[i]) {
-        if (zero) {
-          // fresh guest RAM is zero already: most zero pages cost only a look
-          if (!ram.isZeroPage(p)) ram.page(p).fill(0);
-          sums[p] = ZERO_PAGE_CRC;
-        } else {
-          // Buffer.copy is a plain memmove; a typed-array set into shared memory is slower
-          src.copy(dst, p * PAGE_SIZE, off, off + PAGE_SIZE);
+  for (let k = 0; k < batch.runs.length; k += 2) {
+    const end = batch.runs[k] + batch.runs[k + 1];
+    for (let p = batch.runs[k]; p < end; ) {
+      if (!want[i]) {
+        if (!isZero(i)) off += PAGE_SIZE;
+        p++;
+        i++;
+      } else if (isZero(i)) {
+        // fresh guest RAM is zero already: most zero pages cost only a look
+        if (!ram.isZeroPage(p)) ram.page(p).fill(0);
+        sums[p] = ZERO_PAGE_CRC;
+        p++;
+        i++;
+      } else {
+        // a stretch of wanted non-zero pages: one copy (Buffer.copy is a plain memmove; a
+        // typed-array set into shared memory is slower), then each page's checksum
+        const from = p;
+        const at = off;
+        for (; p < end && want[i] && !isZero(i); p++, i++) {
           sums[p] = crc32(src.subarray(off, off + PAGE_SIZE));
+          off += PAGE_SIZE;
         }
+        src.copy(dst, from * PAGE_SIZE, at, off);
       }
-      if (!zero) off += PAGE_SIZE;
     }
+  }
   for (let k = 0; k < install.length; k += 2) ram.markPresent(install[k], install[k + 1]);
 }
 
