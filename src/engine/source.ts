@@ -179,9 +179,18 @@ export class MigrationSource {
 
   receive(now: number, msg: DestinationMessage): void {
     switch (msg.type) {
-      case 'demand':
-        for (const pfn of msg.pfns) this.demand(pfn);
+      case 'demand': {
+        // the pages of one request travel in one urgent batch
+        const runs: number[] = [];
+        const asked = new Set<number>();
+        for (const pfn of msg.pfns) {
+          if (asked.has(pfn)) continue;
+          asked.add(pfn);
+          if (this.demand(pfn)) runs.push(pfn, 1);
+        }
+        if (runs.length > 0) this.urgentQueue.push(this.batch('urgent', runs, runs.length / 2));
         return;
+      }
       case 'resumed':
         return;
       case 'done':
@@ -342,9 +351,9 @@ export class MigrationSource {
       : { type: 'switchover', postcopy, discard, deviceStateBytes: bytes };
   }
 
-  /** A remote fault reached the source: send the page now, prepage around it. */
-  private demand(pfn: number): void {
-    if (this.phase !== 'postcopy' || !(pfn >= 0 && pfn < this.memory.pageCount)) return;
+  /** A remote fault reached the source: true when the page goes now; prepages around it. */
+  private demand(pfn: number): boolean {
+    if (this.phase !== 'postcopy' || !(pfn >= 0 && pfn < this.memory.pageCount)) return false;
     // not yet sent (still in the push, or queued for prepaging): it goes now instead
     const unsent = this.pending.delete(pfn) || this.prepage.delete(pfn);
     if (!unsent) {
@@ -353,17 +362,17 @@ export class MigrationSource {
       // destination keeps whichever lands first and drops the other). Without an urgent
       // lane the second copy would queue behind the first, so it is not sent.
       const { resendInFlight, urgentLane } = this.config.postcopy;
-      if (!(resendInFlight && urgentLane)) return;
+      if (!(resendInFlight && urgentLane)) return false;
       this.stats.demandResends++;
+      return true; // its neighbours were dealt with when it was first sent
     }
-    this.urgentQueue.push(this.batch('urgent', [pfn, 1], 1));
-    if (!unsent) return; // its neighbours were dealt with when it was first sent
     const { prepageForward: fwd, prepageBackward: back, jumpToFault } = this.config.postcopy;
     for (let i = 1; i <= back; i++)
       if (pfn - i >= 0 && this.pending.delete(pfn - i)) this.prepage.add(pfn - i);
     for (let i = 1; i <= fwd; i++)
       if (pfn + i < this.memory.pageCount && this.pending.delete(pfn + i)) this.prepage.add(pfn + i);
     if (jumpToFault) this.cursor = pfn + 1 + fwd;
+    return true;
   }
 
   private takePrepaged(maxPages: number): PageBatch {

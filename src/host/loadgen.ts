@@ -34,6 +34,12 @@ export interface LoadOptions {
   setRatio?: number;
   /** Bytes of each SET value (default 64; at least enough to tell values apart). */
   valueBytes?: number;
+  /**
+   * Each connection waits this long (ms) between a reply and its next command, as a client
+   * with work of its own between requests does (default 0: at once). A closed loop with
+   * think time leaves the machine room: without it the load takes every core there is.
+   */
+  thinkMs?: number;
   /** Stop after issuing this many commands in all. */
   requests?: number;
   /** Stop issuing commands after this long (ms). At least one of `requests`, `durationMs`. */
@@ -184,6 +190,8 @@ export function startLoad(opts: LoadOptions): LoadRun {
   const setRatio = opts.setRatio ?? 0.5;
   const valueBytes = opts.valueBytes ?? 64;
   const binMs = opts.binMs ?? 100;
+  const thinkMs = opts.thinkMs ?? 0;
+  if (!(thinkMs >= 0)) throw new RangeError(`thinkMs: ${thinkMs} must be ≥ 0`);
   const requestTimeoutMs = opts.requestTimeoutMs ?? 5000;
   const reconnectTimeoutMs = opts.reconnectTimeoutMs ?? 15_000;
   const locate = opts.locate ?? (async (e: string) => e);
@@ -307,7 +315,8 @@ export function startLoad(opts: LoadOptions): LoadRun {
             );
         }
       }
-      this.next();
+      if (thinkMs > 0) setTimeout(() => this.next(), thinkMs);
+      else this.next();
     }
 
     private attach(s: net.Socket): void {
