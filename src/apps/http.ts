@@ -152,7 +152,9 @@ export interface HttpStats {
   objects: number;
 }
 
-const OCTETS = 'application/octet-stream';
+/** The Content-Type objects are served with. */
+export const HTTP_OBJECT_TYPE = 'application/octet-stream';
+const OCTETS = HTTP_OBJECT_TYPE;
 const JSON_TYPE = 'application/json';
 const GET_HEAD = [['Allow', 'GET, HEAD']] as const;
 const GET_POST = [['Allow', 'GET, POST']] as const;

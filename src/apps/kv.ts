@@ -225,6 +225,8 @@ export function globMatch(pattern: Uint8Array, text: string): boolean {
 }
 
 const OOM = encodeError("OOM command not allowed when used memory > 'maxmemory'.");
+/** Bytes of the error a write gets when the store is full. */
+export const KV_OOM_REPLY_BYTES = OOM.length;
 const NOT_INTEGER = encodeError('ERR value is not an integer or out of range');
 const OVERFLOW = encodeError('ERR increment or decrement would overflow');
 const SYNTAX = encodeError('ERR syntax error');

@@ -69,6 +69,12 @@ export class GuestRuntime {
   /** One callback per client and per loop task, made once: events reuse them. */
   private readonly senders: (() => void)[] = [];
   private readonly resumers: (() => void)[] = [];
+  private readonly thinkers: (() => void)[] = [];
+  /**
+   * Carries a reply of `bytes` to client `client` and calls `delivered` when it got there
+   * (the world sends it out of the VM's current host); unset, replies arrive at once.
+   */
+  replies: ((client: number, bytes: number, delivered: () => void) => void) | null = null;
   private readonly waiters = new Map<number, { vcpu: number; token: number }[]>();
   private port: PagePort | null = null;
   private paused = false;
@@ -118,7 +124,10 @@ export class GuestRuntime {
       }
     });
     const connections = model.clients?.connections ?? 0;
-    for (let c = 0; c < connections; c++) this.senders.push(() => this.send(c));
+    for (let c = 0; c < connections; c++) {
+      this.senders.push(() => this.send(c));
+      this.thinkers.push(() => this.think(c));
+    }
   }
 
   /** Starts the workload: servers wait for requests, loop tasks start working, clients connect. */
@@ -263,9 +272,14 @@ export class GuestRuntime {
       this.opsPerBin[bin]++;
       this.latencyPerBin[bin].push(now - task.since);
     }
+    const replyBytes = task.op?.replyBytes ?? 0;
     task.op = null;
     if (cls.role === 'server') {
-      if (task.client >= 0) this.think(task.client);
+      // the client thinks once it has the reply
+      if (task.client >= 0) {
+        if (replyBytes > 0 && this.replies) this.replies(task.client, replyBytes, this.thinkers[task.client]);
+        else this.think(task.client);
+      }
       const r = this.requests.shift();
       if (r) {
         this.beginOp(t, r.at, r.client);

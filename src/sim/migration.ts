@@ -205,6 +205,7 @@ export class SimMigration {
     for (const e of this.destination.takeEvents()) {
       if (e.type === 'guest-resumed') {
         this.resumedAt = e.at;
+        this.vm.runsOn = this.spec.to;
         const rt = this.vm.runtime;
         if (rt) {
           const dst = this.destination;

@@ -45,7 +45,10 @@ export class SimVm {
   readonly memory: SimGuestMemory;
   readonly dirty: SimDirtyLog;
   readonly runtime: GuestRuntime | undefined;
+  /** Where the VM lives (a migration moves it when it completes). */
   host: string;
+  /** Where the guest runs now: the destination from a postcopy's switchover on. */
+  runsOn: string;
   migrating = false;
 
   constructor(
@@ -54,6 +57,7 @@ export class SimVm {
     rng: Rng,
   ) {
     this.host = spec.host;
+    this.runsOn = spec.host;
     this.memory = new SimGuestMemory(spec);
     const dirtyRng = rng.fork(2);
     this.dirty = new SimDirtyLog(spec, this.memory, queue.now, () => dirtyRng.next());

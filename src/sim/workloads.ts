@@ -2,8 +2,9 @@
 // page touches. Each kind stands for a real program; the defaults and where they come
 // from are documented with the kind. Pages are numbered within the VM's RAM in use.
 
-import { HTTP_HEADER_BYTES, httpObjectSize } from '../apps/http.ts';
-import { classOf, classSize, KV_ENTRY_OVERHEAD, KV_HEADER_BYTES } from '../apps/kv.ts';
+import { HTTP_HEADER_BYTES, HTTP_OBJECT_TYPE, httpObjectSize } from '../apps/http.ts';
+import { encodeResponse, textResponse } from '../apps/http-protocol.ts';
+import { classOf, classSize, KV_ENTRY_OVERHEAD, KV_HEADER_BYTES, KV_OOM_REPLY_BYTES } from '../apps/kv.ts';
 import { kernelPages } from '../guest/machine.ts';
 import type { Rng } from './rng.ts';
 
@@ -16,6 +17,8 @@ export interface Operation {
   pages: number[];
   /** How many of the touches (the last ones) are writes. */
   writes: number;
+  /** Bytes of the reply a client gets (it leaves through the host's NIC); 0: none modelled. */
+  replyBytes?: number;
 }
 
 export interface TaskClass {
@@ -376,6 +379,7 @@ export class KvLayout {
   readonly blockSize: number;
   /** Keys stored: 0 .. stored - 1. */
   readonly stored: number;
+  private readonly getReplyBytes: number;
   private readonly fold: (page: number) => number;
 
   constructor(
@@ -395,6 +399,8 @@ export class KvLayout {
     const end = Math.min(this.regionBytes, Math.max(0, usedPages) * PAGE_BYTES);
     this.stored = Math.min(p.keys, Math.max(0, Math.floor((end - this.heapStart) / this.blockSize)));
     this.fold = folder(usedPages);
+    // `$<length>\r\n<value>\r\n`; a SET's is `+OK\r\n`
+    this.getReplyBytes = String(p.valueBytes).length + p.valueBytes + 5;
   }
 
   /** The bucket of key i: its name hashed as kv.ts hashes keys (FNV-1a), masked. */
@@ -421,7 +427,8 @@ export class KvLayout {
         pages.push(this.bucketPage(i));
         if (set) pages.push(0);
       }
-      return { cpuMs, pages, writes: 0 };
+      // `$-1` (nil) or an out-of-memory error
+      return { cpuMs, pages, writes: 0, replyBytes: set ? KV_OOM_REPLY_BYTES : 5 };
     }
     const at = this.heapStart + i * this.blockSize;
     const first = pageOf(at);
@@ -434,9 +441,16 @@ export class KvLayout {
       for (let q = first; q < written; q++) pages.push(q);
     }
     for (let q = written; q <= last; q++) pages.push(q);
-    return { cpuMs, pages, writes: last + 1 - written };
+    return { cpuMs, pages, writes: last + 1 - written, replyBytes: set ? 5 : this.getReplyBytes };
   }
 }
+
+/** A hit's reply: the counter's new value as text (a 4-digit one). */
+const HTTP_HIT_REPLY_BYTES = textResponse(200, '1000').length;
+const HTTP_MISSING_REPLY_BYTES = textResponse(404, 'no such object').length;
+/** An object's reply head, but for the digits of its Content-Length. */
+const HTTP_OBJECT_HEAD_BYTES =
+  encodeResponse(200, '', { contentType: HTTP_OBJECT_TYPE, omitBody: true }).length - 1;
 
 // Geometry http.ts does not export, mirrored from its `geometry` and HttpServer.format.
 const HTTP_MAX_REGION = 0xffff_f000;
@@ -500,12 +514,20 @@ export class HttpLayout {
       for (let q = this.first[i]; q <= this.last[i]; q++) pages.push(this.fold(q));
     }
     pages.push(0);
-    return { cpuMs: this.p.cpuMs, pages, writes: 1 };
+    return { cpuMs: this.p.cpuMs, pages, writes: 1, replyBytes: this.replyBytes(i) };
+  }
+
+  /** Bytes of the reply to `GET /obj/<i>`: the object with its head, or a 404. */
+  private replyBytes(i: number): number {
+    if (i >= this.objects) return HTTP_MISSING_REPLY_BYTES;
+    const size = httpObjectSize(i);
+    return HTTP_OBJECT_HEAD_BYTES + String(size).length + size;
   }
 
   /** `POST /hit/<k>`: the requests and hits counters and counter k written. */
   hit(k: number): Operation {
-    return { cpuMs: this.p.cpuMs, pages: [0, this.fold(pageOf(this.counterTable + 4 * k))], writes: 2 };
+    const pages = [0, this.fold(pageOf(this.counterTable + 4 * k))];
+    return { cpuMs: this.p.cpuMs, pages, writes: 2, replyBytes: HTTP_HIT_REPLY_BYTES };
   }
 }
 

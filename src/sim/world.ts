@@ -116,6 +116,21 @@ export class World {
     return { bulk: new Flow(resources, cap), latencyMs: latency };
   }
 
+  /**
+   * Replies leave through the NIC of the host the guest runs on, one flow per client
+   * connection (as TCP shares the link), and share its upload with migrations.
+   */
+  private replyPath(vm: SimVm): (client: number, bytes: number, delivered: () => void) => void {
+    const flows = new Map<string, Flow[]>();
+    return (client, bytes, delivered) => {
+      const host = this.hosts.get(vm.runsOn)!;
+      let perClient = flows.get(vm.runsOn);
+      if (!perClient) flows.set(vm.runsOn, (perClient = []));
+      const flow = (perClient[client] ??= new Flow([host.up], Number.POSITIVE_INFINITY));
+      this.net.send(flow, bytes, () => this.queue.after(host.latencyMs, delivered));
+    };
+  }
+
   run(): Report {
     const s = this.scenario;
     const rng = new Rng(this.options.seed);
@@ -123,7 +138,10 @@ export class World {
     s.vms.forEach((spec, i) => {
       vms.set(spec.name, new SimVm(spec, this.queue, rng.fork(1_000_000 + i)));
     });
-    for (const vm of vms.values()) vm.runtime?.start();
+    for (const vm of vms.values()) {
+      if (vm.runtime) vm.runtime.replies = this.replyPath(vm);
+      vm.runtime?.start();
+    }
     const socketBuffer = s.network.socketBufferKiB * 1024;
     const withWorkloads = s.vms.some((v) => v.workload);
     let reported = 0;
@@ -151,6 +169,7 @@ export class World {
           vm.migrating = false;
           const report = done.report(this.options.variant ?? '');
           if (report.outcome === 'completed') vm.host = spec.to;
+          vm.runsOn = vm.host;
           this.reports[i] = report;
           settle();
         };

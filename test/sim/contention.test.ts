@@ -24,7 +24,7 @@ function run(hostContention: number) {
         usedMiB: 48,
         vcpus: 1,
         hostContention,
-        workload: { kind: 'kv', keys: 20000, cpuMs: 0.2 },
+        workload: { kind: 'kv', keys: 20000, cpuMs: 0.4 },
         dirty: { rateMBps: 0 },
       },
     ],

@@ -1,0 +1,60 @@
+// Server replies leave through the NIC of the host the guest runs on: they share its upload
+// with the migration's pages.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { httpObjectSize } from '../../src/apps/http.ts';
+import { validateScenario } from '../../src/sim/scenario.ts';
+import { simulate } from '../../src/sim/world.ts';
+
+function run(thinkMs: number) {
+  const scenario = validateScenario({
+    name: 'replies',
+    durationS: 60,
+    settleS: 1,
+    hosts: [
+      { name: 'a', nicMbps: 200, latencyUs: 0 },
+      { name: 'b', nicMbps: 200, latencyUs: 0 },
+    ],
+    vms: [
+      {
+        name: 'web',
+        host: 'a',
+        ramMiB: 128,
+        usedMiB: 64,
+        vcpus: 1,
+        // objects of 1 to 64 KiB, no counters written: nothing is dirtied
+        workload: { kind: 'http', connections: 8, thinkMs, cpuMs: 1, objects: 64, hitRatio: 0 },
+        dirty: { rateMBps: 0 },
+      },
+    ],
+    migrations: [{ vm: 'web', to: 'b', atS: 2, mode: 'precopy' }],
+  });
+  const r = simulate(scenario, { seed: 1 });
+  const m = r.migrations[0];
+  assert.equal(m.outcome, 'completed');
+  const w = r.workloads[0];
+  const before = w.throughput.filter(([t]) => t >= 500 && t < 2000);
+  const opsPerSec = before.reduce((s, [, x]) => s + x, 0) / before.length;
+  return { m, opsPerSec };
+}
+
+test('replies share the source host’s upload: a migration out of a busy server takes longer', () => {
+  const quiet = run(10_000); // a request now and then
+  const busy = run(0);
+  const link = (200e6 * 0.94) / 8; // bytes per second
+  // a quiet server leaves the link to the migration
+  const alone = quiet.m.bytesSent / link;
+  assert.ok(Math.abs(quiet.m.totalTimeMs / 1000 - alone) / alone < 0.05, `quiet: ${quiet.m.totalTimeMs} ms`);
+  // a busy one sends replies (the objects, 1 to 64 KiB, and their heads) at a steady rate;
+  // the migration gets what they leave of the link
+  let mean = 0;
+  for (let i = 0; i < 64; i++) mean += (httpObjectSize(i) + 100) / 64;
+  const replies = busy.opsPerSec * mean;
+  assert.ok(replies > 0.3 * link, `replies take ${((replies / link) * 100).toFixed(0)}% of the link`);
+  const left = busy.m.bytesSent / (link - replies);
+  assert.ok(
+    Math.abs(busy.m.totalTimeMs / 1000 - left) / left < 0.15,
+    `busy: ${busy.m.totalTimeMs} ms, ${left} s expected`,
+  );
+});
