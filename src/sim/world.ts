@@ -125,8 +125,15 @@ export class World {
     return (client, bytes, delivered) => {
       const host = this.hosts.get(vm.runsOn)!;
       let perClient = flows.get(vm.runsOn);
-      if (!perClient) flows.set(vm.runsOn, (perClient = []));
-      const flow = (perClient[client] ??= new Flow([host.up], Number.POSITIVE_INFINITY));
+      if (!perClient) {
+        perClient = [];
+        flows.set(vm.runsOn, perClient);
+      }
+      let flow = perClient[client];
+      if (!flow) {
+        flow = new Flow([host.up], Number.POSITIVE_INFINITY);
+        perClient[client] = flow;
+      }
       this.net.send(flow, bytes, () => this.queue.after(host.latencyMs, delivered));
     };
   }
