@@ -5,7 +5,9 @@
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { calibrateMigration } from '../lab/calibrate.ts';
 import { pickClient } from '../lab/clients.ts';
+import { type LabEnd, measureGoodput } from '../lab/goodput.ts';
 import { isRoot, startLab } from '../lab/lab.ts';
 import { type Cluster, startLoopback } from '../lab/loopback.ts';
 import { type Dip, runTrial, type TrialResult } from '../lab/trial.ts';
@@ -54,10 +56,14 @@ export async function experimentCommand(name: string, opts: ExperimentOptions): 
     }[];
     sim?: Report;
     agreement?: ReturnType<typeof agreement>;
+    /** The real runs' link and hosts: what they carry when nothing else runs. */
+    link?: Link;
   } = {};
   let trials: TrialResult[] = [];
   if (opts.real || opts.both) {
-    trials = await runReal(config, opts.loopback ?? false);
+    const real = await runReal(config, opts.loopback ?? false);
+    trials = real.trials;
+    out.link = real.link;
     out.real = merged('paper (real)', 'real', trials);
     out.runs = trials.map((t) => ({
       run: t.migration.variant,
@@ -75,7 +81,7 @@ export async function experimentCommand(name: string, opts: ExperimentOptions): 
     console.log(
       `\nSimulating the same configuration${measured.size ? ' (memory in use, server speed, set-up time, demand latency and host contention as measured)' : ''}…`,
     );
-    out.sim = await simulateVariants(paperScenarios(config, measured), { seed: 1 });
+    out.sim = await simulateVariants(paperScenarios(config, measured, out.link?.efficiency), { seed: 1 });
     out.sim.scenario = 'paper (sim)';
     console.log(`\nSimulated:\n${compareVariants(out.sim)}`);
   }
@@ -103,22 +109,42 @@ export async function experimentCommand(name: string, opts: ExperimentOptions): 
   }
 }
 
-async function runReal(config: PaperConfig, loopback: boolean): Promise<TrialResult[]> {
+/** Bytes of the link's goodput measurement: about half a second at 1 Gbit/s. */
+const GOODPUT_BYTES = 64 << 20;
+
+interface Link {
+  /** One TCP connection between the hosts (the lab only). */
+  tcpMbps?: number;
+  /** An idle VM's precopy: bytes sent ÷ time after set-up. */
+  migrationMbps: number;
+  /** migrationMbps ÷ the line rate: the simulated link's efficiency. */
+  efficiency: number;
+}
+
+async function runReal(
+  config: PaperConfig,
+  loopback: boolean,
+): Promise<{ trials: TrialResult[]; link: Link }> {
   const shaped = !loopback && isRoot();
   let labDir: string | undefined;
   let cluster: Cluster;
+  let tcpMbps: number | undefined;
+  /** The lab's two hosts, for a TCP transfer between them. */
+  let ends: [LabEnd, LabEnd] | undefined;
   if (shaped) {
     labDir = mkdtempSync(join(tmpdir(), 'ferry-paper-'));
     console.log(
       `A lab: hosts pa and pb in network namespaces, links shaped to ${config.linkMbps} Mbit/s (tc tbf).`,
     );
-    cluster = await startLab({
+    const lab = await startLab({
       hosts: ['pa', 'pb'],
       mbps: config.linkMbps,
       dir: labDir,
       subnet: '10.79.0',
       bridge: 'ferrypaper0',
     });
+    cluster = lab;
+    ends = [lab.hosts[0], lab.hosts[1]];
   } else {
     console.log(
       `Hosts on loopback${isRoot() ? '' : ' (not root: no shaped link)'}; pages capped at ${config.linkMbps} Mbit/s by the migration itself.`,
@@ -126,7 +152,21 @@ async function runReal(config: PaperConfig, loopback: boolean): Promise<TrialRes
     cluster = await startLoopback();
   }
   const trials: TrialResult[] = [];
+  let link: Link;
   try {
+    if (ends) tcpMbps = (await measureGoodput(ends[0], ends[1], GOODPUT_BYTES)).mbps;
+    // the hosts' own pace, once for all runs: an idle VM with the same data, by precopy
+    const cal = await calibrateMigration(cluster, {
+      ramMiB: config.ramMiB,
+      vcpus: config.vcpus,
+      dataMiB: config.fillMiB,
+      maxBandwidthMbps: shaped ? undefined : config.linkMbps,
+    });
+    link = { tcpMbps, migrationMbps: cal.mbps, efficiency: Math.min(1, cal.mbps / config.linkMbps) };
+    console.log(
+      `${tcpMbps !== undefined ? `One TCP connection from pa to pb: ${tcpMbps.toFixed(0)} Mbit/s. ` : ''}` +
+        `An idle VM's precopy: ${cal.mbps.toFixed(0)} Mbit/s (the simulated link's efficiency: ${link.efficiency.toFixed(3)}).`,
+    );
     for (const a of config.apps) {
       const picked = pickClient(a.app, a.client);
       if (picked.note) console.log(`(${picked.note})`);
@@ -161,7 +201,7 @@ async function runReal(config: PaperConfig, loopback: boolean): Promise<TrialRes
     await cluster.down();
     if (labDir) rmSync(labDir, { recursive: true, force: true });
   }
-  return trials;
+  return { trials, link };
 }
 
 function merged(scenario: string, world: 'real' | 'sim', trials: TrialResult[]): Report {

@@ -155,6 +155,8 @@ export function measuredRuns(trials: TrialResult[]): Map<string, Measured> {
 export function paperScenarios(
   config: PaperConfig,
   measured: Map<string, Measured> = new Map(),
+  /** Goodput ÷ line rate of the link the real runs had (default: TCP over Ethernet). */
+  efficiency?: number,
 ): ScenarioVariant[] {
   const out: ScenarioVariant[] = [];
   for (const a of config.apps)
@@ -178,6 +180,7 @@ export function paperScenarios(
         name,
         durationS: 600,
         settleS: config.afterMs / 1000,
+        ...(efficiency ? { network: { efficiency } } : {}),
         hosts: [
           { name: 'a', nicMbps: config.linkMbps, latencyUs },
           { name: 'b', nicMbps: config.linkMbps, latencyUs },

@@ -48,7 +48,16 @@ test('--both: real runs through the switch without a client error, side by side 
     runs: { run: string; requests: number; errors: number; connectionsLost: number }[];
     sim: Report;
     agreement: Agreement[];
+    link: { tcpMbps?: number; migrationMbps: number; efficiency: number };
   };
+  // loopback: no TCP measurement; the idle VM's precopy under the 1 Gbit/s cap sets the
+  // simulated link's efficiency
+  assert.equal(out.link.tcpMbps, undefined);
+  assert.ok(
+    out.link.migrationMbps > 100 && out.link.migrationMbps <= 1100,
+    `${out.link.migrationMbps} Mbit/s`,
+  );
+  assert.ok(out.link.efficiency > 0.1 && out.link.efficiency <= 1, `efficiency ${out.link.efficiency}`);
   for (const c of out.runs) {
     assert.deepEqual([c.errors, c.connectionsLost], [0, 0], `${c.run}: client errors, connections lost`);
     assert.ok(c.requests > 100, `${c.run}: ${c.requests} requests`);

@@ -4,14 +4,15 @@
 // here uses its own subnet, bridge and host names, so a lab a user has up is never touched.
 
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, type TestContext, test } from 'node:test';
 import { call } from '../../src/host/api.ts';
-import { inNetns, isRoot, type LabState, pidAlive, withLab } from '../../src/lab/lab.ts';
+import { measureGoodput } from '../../src/lab/goodput.ts';
+import { isRoot, type LabState, pidAlive, withLab } from '../../src/lab/lab.ts';
 import { linkExists, listNetns, tbfOf } from '../../src/lab/netns.ts';
 import { ferry, repoRoot } from '../support/ferry-cli.ts';
 
@@ -61,63 +62,6 @@ async function assertNothingLeft(dir: string): Promise<void> {
   assert.deepEqual(processesOf(dir), [], 'processes of the lab still run');
 }
 
-// a receiver in one namespace, timing from its first byte to its last
-const RECEIVER = `
-const net = require('node:net');
-const server = net.createServer((c) => {
-  let bytes = 0, first = 0, t0 = 0, t1 = 0;
-  c.on('data', (d) => {
-    const now = performance.now();
-    if (!t0) { t0 = now; first = d.length; }
-    t1 = now;
-    bytes += d.length;
-  });
-  c.on('end', () => {
-    console.log(JSON.stringify({ bytes, timed: bytes - first, seconds: (t1 - t0) / 1000 }));
-    server.close();
-  });
-});
-server.listen(Number(process.argv[2]), process.argv[1], () => console.log('ready'));
-`;
-
-const SENDER = `
-const net = require('node:net');
-const c = net.connect(Number(process.argv[2]), process.argv[1], () => c.end(Buffer.alloc(8 << 20, 7)));
-c.on('error', (e) => { console.error(e.message); process.exit(1); });
-`;
-
-function spawnIn(netns: string, script: string, ...args: string[]): ChildProcess {
-  const { file, args: argv } = inNetns(netns, [process.execPath, '-e', script, ...args]);
-  return spawn(file, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
-}
-
-/** Collects a child's output; `waitFor` resolves once the output matches. */
-function reader(child: ChildProcess) {
-  let out = '';
-  let err = '';
-  let closed = false;
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
-    out += d;
-  });
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => {
-    err += d;
-  });
-  child.once('close', () => {
-    closed = true;
-  });
-  return {
-    async waitFor(re: RegExp, timeoutMs: number): Promise<string> {
-      const deadline = Date.now() + timeoutMs;
-      while (!re.test(out)) {
-        if (closed) throw new Error(`ended before ${re}: ${out}${err}`);
-        if (Date.now() > deadline) throw new Error(`no ${re} within ${timeoutMs} ms: ${out}${err}`);
-        await new Promise((r) => setTimeout(r, 20));
-      }
-      return out;
-    },
-  };
-}
-
 function skipUnlessRoot(t: TestContext): boolean {
   if (ROOT) return false;
   t.skip(SKIP_ROOT);
@@ -161,27 +105,10 @@ describe('ferry lab', () => {
   test('a TCP transfer from ferry-ta to ferry-tb runs at the link rate (100 Mbit/s)', async (t) => {
     if (skipUnlessRoot(t)) return;
     const [a, b] = lab().hosts;
-    const receiver = spawnIn(b.netns, RECEIVER, b.ip, '9100');
-    let sender: ChildProcess | undefined;
-    try {
-      const received = reader(receiver);
-      await received.waitFor(/ready/, 5_000);
-      sender = spawnIn(a.netns, SENDER, b.ip, '9100');
-      const out = await received.waitFor(/"seconds"/, 15_000);
-      const m = JSON.parse(out.split('\n').find((l) => l.startsWith('{'))!) as {
-        bytes: number;
-        timed: number;
-        seconds: number;
-      };
-      assert.equal(m.bytes, 8 << 20);
-      const mbps = (m.timed * 8) / m.seconds / 1e6;
-      t.diagnostic(`8 MiB from ferry-ta to ferry-tb at ${mbps.toFixed(1)} Mbit/s (link 100 Mbit/s)`);
-      assert.ok(mbps <= 110, `${mbps.toFixed(1)} Mbit/s is above the 100 Mbit/s link`);
-      assert.ok(mbps >= 50, `${mbps.toFixed(1)} Mbit/s is far below the 100 Mbit/s link`);
-    } finally {
-      receiver.kill();
-      sender?.kill();
-    }
+    const m = await measureGoodput(a, b, 8 << 20, 9100);
+    t.diagnostic(`8 MiB from ferry-ta to ferry-tb at ${m.mbps.toFixed(1)} Mbit/s (link 100 Mbit/s)`);
+    assert.ok(m.mbps <= 110, `${m.mbps.toFixed(1)} Mbit/s is above the 100 Mbit/s link`);
+    assert.ok(m.mbps >= 50, `${m.mbps.toFixed(1)} Mbit/s is far below the 100 Mbit/s link`);
   });
 
   test('up refuses while the lab is up, and leaves it running', async (t) => {
