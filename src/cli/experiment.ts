@@ -79,7 +79,7 @@ export async function experimentCommand(name: string, opts: ExperimentOptions): 
   if (opts.sim || opts.both) {
     const measured = measuredRuns(trials);
     console.log(
-      `\nSimulating the same configuration${measured.size ? ' (memory in use, server speed, set-up time, demand latency and host contention as measured)' : ''}…`,
+      `\nSimulating the same configuration${measured.size ? ' (memory in use, server speed, set-up time, demand latency, fault wake-up and host contention as measured)' : ''}…`,
     );
     out.sim = await simulateVariants(paperScenarios(config, measured, out.link?.efficiency), { seed: 1 });
     out.sim.scenario = 'paper (sim)';

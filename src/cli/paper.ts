@@ -97,6 +97,12 @@ export interface Measured {
    * app's precopy run, 1 ÷ (throughput during it ÷ before) − 1.
    */
   hostContention: number;
+  /**
+   * What a blocking fault stalls its vCPU beyond the demand's latency (µs): the fault's way
+   * to the host and the page's way back into the guest. From the app's postcopy run with
+   * blocking faults (its vCPUs' blocked time per blocking fault, less the mean latency).
+   */
+  faultWakeUs: number;
 }
 
 /** Mean of a latency histogram ([upper bound, count] per power-of-two bucket), at ¾ of each bound. */
@@ -113,6 +119,13 @@ function meanOf(histogram: [number, number][]): number {
 /** The measured configuration of each real trial (by run name), for its simulated twin. */
 export function measuredRuns(trials: TrialResult[]): Map<string, Measured> {
   const contention = new Map<string, number>();
+  const wake = new Map<string, number>();
+  for (const t of trials) {
+    const m = t.migration;
+    if (m.mode !== 'postcopy' || m.cooperative || m.syncFaults === 0) continue;
+    const stallUs = (m.vcpuBlockedMs * 1000) / m.syncFaults;
+    wake.set(t.workload.kind, Math.max(0, stallUs - meanOf(m.faultLatencyHistogram)));
+  }
   for (const t of trials) {
     const m = t.migration;
     if (m.mode !== 'precopy' || t.dip.baselineOpsPerSec <= 0) continue;
@@ -140,6 +153,7 @@ export function measuredRuns(trials: TrialResult[]): Map<string, Measured> {
             m.mode === 'postcopy' && m.vcpuRunMs > 0
               ? m.vcpuWaitMs / m.vcpuRunMs
               : (contention.get(t.workload.kind) ?? 0),
+          faultWakeUs: wake.get(t.workload.kind) ?? 0,
         },
       ];
     }),
@@ -164,8 +178,9 @@ export function paperScenarios(
       const name = runName(a, v);
       const m = measured.get(name);
       const workers = config.vcpus * config.servers;
-      // closed loop, CPU-bound: vCPUs × 1000 / cpuMs requests per second
-      const cpuMs = m && m.baselineOpsPerSec > 0 ? (config.vcpus * 1000) / m.baselineOpsPerSec : 0.1;
+      // closed loop, CPU-bound, and the apps run one handler at a time whatever the vCPUs
+      // (their lock): 1000 / cpuMs requests per second
+      const cpuMs = m && m.baselineOpsPerSec > 0 ? 1000 / m.baselineOpsPerSec : 0.1;
       const { keys, objects } = fillSize(config.fillMiB);
       const workload =
         a.app === 'kv'
@@ -193,6 +208,7 @@ export function paperScenarios(
             usedMiB: Math.max(1, (m?.usedPages ?? footprintPages(config, a.app)) / 256),
             vcpus: config.vcpus,
             hostContention: m?.hostContention ?? 0,
+            faultWakeUs: m?.faultWakeUs ?? 0,
             workload,
             dirty: { rateMBps: 0, hotSetMiB: 1 },
           },

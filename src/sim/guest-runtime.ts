@@ -178,9 +178,23 @@ export class GuestRuntime {
     this.stopped = true;
   }
 
-  /** Pages landed on the destination: wake what waited on them. */
+  /** Host time from a page's arrival to its waiters running again, ms. */
+  wakeDelayMs = 0;
+
+  /** Pages landed on the destination: wake what waited on them (after the wake delay). */
   arrived(runs: number[]): void {
     if (this.waiters.size === 0) return;
+    if (this.wakeDelayMs > 0) {
+      const pfns: number[] = [];
+      for (const pfn of this.waiters.keys())
+        for (let i = 0; i < runs.length; i += 2)
+          if (pfn >= runs[i] && pfn < runs[i] + runs[i + 1]) {
+            pfns.push(pfn);
+            break;
+          }
+      if (pfns.length > 0) this.queue.after(this.wakeDelayMs, () => this.wakeAll(pfns));
+      return;
+    }
     let span = 0;
     for (let i = 1; i < runs.length; i += 2) span += runs[i];
     if (span <= this.waiters.size) {
@@ -194,6 +208,10 @@ export class GuestRuntime {
             break;
           }
     }
+  }
+
+  private wakeAll(pfns: number[]): void {
+    for (const pfn of pfns) this.wakeWaiters(pfn);
   }
 
   private wakeWaiters(pfn: number): void {

@@ -151,6 +151,11 @@ const Vm = z
      * the hosts' CPUs serve the migration too (0: the migration has cores of its own).
      */
     hostContention: z.number().min(0, 'host contention must be ≥ 0').default(0),
+    /**
+     * Host time from a demanded page's arrival to its faulting vCPU (blocking fault) or task
+     * (async fault) running again: the install and the wake-up, µs (0: at once).
+     */
+    faultWakeUs: z.number().min(0, 'fault wake-up time must be ≥ 0').default(0),
     dirty: Dirty,
     access: Access,
     /** What the guest runs (the whole run long); without one, only `access` touches pages. */

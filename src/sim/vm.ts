@@ -68,6 +68,7 @@ export class SimVm {
       this.runtime = new GuestRuntime(model, spec.vcpus, spec.asyncFaultLimit, queue, rng.fork(3), (pfn) =>
         written.add(pfn),
       );
+      this.runtime.wakeDelayMs = spec.faultWakeUs / 1000;
     }
   }
 }

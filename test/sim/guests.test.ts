@@ -460,3 +460,20 @@ test('precopy with a workload: no remote faults, and the workload’s writes com
   }
   assert.equal(wl(idle).relativeThroughput, null, 'an idle guest has no rate to compare');
 });
+
+test('a fault wake-up time: each blocking fault stalls its vCPU for the demand plus that time', () => {
+  const single = { workload: { workers: 1, connections: 1 }, migration: { cooperative: false } };
+  const base = mig(run(single));
+  const slow = mig(run({ ...single, vm: { faultWakeUs: 2000 } }));
+  const stall = (m: MigrationReport) => m.vcpuBlockedMs / m.syncFaults;
+  assert.ok(
+    base.syncFaults > 100 && slow.syncFaults > 100,
+    `${base.syncFaults}, ${slow.syncFaults} blocking faults`,
+  );
+  // the demand's own latency does not change; the vCPU waits 2 ms longer for each page
+  assert.ok(Math.abs(slow.faultLatencyUs.p50 - base.faultLatencyUs.p50) <= 0.05 * base.faultLatencyUs.p50);
+  const added = stall(slow) - stall(base);
+  assert.ok(Math.abs(added - 2) < 0.2, `each blocking fault stalls ${added.toFixed(3)} ms longer`);
+  // a slower wake-up leaves the single task fewer requests, so fewer faults in the same push
+  assert.ok(slow.syncFaults < base.syncFaults, `${slow.syncFaults} vs ${base.syncFaults} faults`);
+});

@@ -329,6 +329,7 @@ test('defaults are applied to a minimal scenario', () => {
     vcpus: 1,
     asyncFaultLimit: 64,
     hostContention: 0,
+    faultWakeUs: 0,
     dirty: { hotSetMiB: 0, hotPeriodS: 1, hotPattern: 'sweep', rateMBps: 0 },
     access: { touchesPerSec: 1000, hotFraction: 0.8 },
   });
