@@ -9,22 +9,34 @@
 // lab.json is gone without ever touching links or namespaces it did not make.
 
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import {
-  closeSync,
-  mkdirSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  writeFileSync,
-  writeSync,
-} from 'node:fs';
-import net from 'node:net';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { call } from '../host/api.ts';
+  API_PORT,
+  downCommand,
+  INNER_DEV,
+  isRoot,
+  type LabConfig,
+  type LabOptions,
+  type Layout,
+  labConfig,
+  labProcesses,
+  layout,
+  requireRoot,
+  SWITCH_PORT,
+} from './lab-config.ts';
+import {
+  checkReady,
+  findLabProcesses,
+  inNetns,
+  label,
+  labelOf,
+  pidAlive,
+  processAlive,
+  startProcesses,
+  stopPids,
+} from './lab-processes.ts';
+import { ensureSecret, type LabState, readState, saveState, statePath } from './lab-state.ts';
 import {
   addAddress,
   addBridge,
@@ -48,554 +60,50 @@ import {
   setAlias,
   setMaster,
   setTbf,
-  type Tbf,
-  tbfFor,
   tbfOf,
 } from './netns.ts';
 
+export {
+  API_PORT,
+  DEFAULT_BRIDGE,
+  DEFAULT_DIR,
+  DEFAULT_HOSTS,
+  DEFAULT_MBPS,
+  DEFAULT_SUBNET,
+  DEFAULT_TIMEOUT_MS,
+  downCommand,
+  type HostLayout,
+  INNER_DEV,
+  isRoot,
+  LANES_PORT,
+  type LabConfig,
+  type LabOptions,
+  type Layout,
+  labConfig,
+  labMarker,
+  labProcesses,
+  layout,
+  NEEDS_ROOT,
+  netnsName,
+  type ProcessSpec,
+  type Readiness,
+  requireRoot,
+  SWITCH_PORT,
+  vethName,
+} from './lab-config.ts';
+export {
+  inNetns,
+  pidAlive,
+  processAlive,
+} from './lab-processes.ts';
+export {
+  type LabState,
+  type ProcessRecord,
+  type QdiscRecord,
+  readState,
+  statePath,
+} from './lab-state.ts';
 export { LabError } from './netns.ts';
-
-export const API_PORT = 7001;
-export const LANES_PORT = 7002;
-export const SWITCH_PORT = 7100;
-export const DEFAULT_HOSTS = ['a', 'b'];
-export const DEFAULT_MBPS = 1000;
-export const DEFAULT_SUBNET = '10.77.0';
-export const DEFAULT_BRIDGE = 'ferrybr0';
-export const DEFAULT_DIR = '.ferry-lab';
-export const DEFAULT_TIMEOUT_MS = 20_000;
-/** The device name of each host's end of its veth pair, inside its namespace. */
-export const INNER_DEV = 'eth0';
-/** SIGTERM first; whatever still runs this long after gets SIGKILL. */
-const KILL_GRACE_MS = 3000;
-
-const FERRY_BIN = fileURLToPath(new URL('../../bin/ferry.mjs', import.meta.url));
-
-export const NEEDS_ROOT = 'ferry lab needs root (network namespaces and tc qdiscs): run it as root';
-
-export function isRoot(): boolean {
-  return process.getuid?.() === 0;
-}
-
-export function requireRoot(): void {
-  if (!isRoot()) throw new LabError(NEEDS_ROOT);
-}
-
-export const netnsName = (host: string) => `ferry-${host}`;
-export const vethName = (host: string) => `fv-${host}`;
-
-// ---------------------------------------------------------------------------------------
-// Configuration
-
-export interface LabOptions {
-  /** Host names (default a, b); each gets the namespace ferry-NAME. */
-  hosts?: string[];
-  /** Link rate in Mbit/s, each direction (default 1000). */
-  mbps?: number;
-  /** First three octets of the lab's /24 (default 10.77.0). */
-  subnet?: string;
-  /** The bridge's name (default ferrybr0). */
-  bridge?: string;
-  /** Where lab.json, the secret and the logs live (default .ferry-lab). */
-  dir?: string;
-  /** Start a virtual switch and point the hosts at it (default true). */
-  switch?: boolean;
-  /** How long the processes get to answer (default 20 s). */
-  timeoutMs?: number;
-}
-
-export interface LabConfig {
-  hosts: string[];
-  mbps: number;
-  subnet: string;
-  bridge: string;
-  /** Absolute. */
-  dir: string;
-  withSwitch: boolean;
-  timeoutMs: number;
-}
-
-export function labConfig(o: LabOptions = {}): LabConfig {
-  const hosts = o.hosts ?? DEFAULT_HOSTS;
-  if (hosts.length === 0) throw new LabError('--hosts: name at least one host');
-  if (hosts.length > 253) throw new LabError('--hosts: at most 253 hosts fit in one /24');
-  // the root end of the veth is fv-NAME and a link name has at most 15 characters
-  for (const h of hosts)
-    if (!/^[a-z0-9][a-z0-9_-]{0,11}$/i.test(h))
-      throw new LabError(
-        `--hosts: '${h}' is not a host name (letters, digits, - and _, at most 12 characters)`,
-      );
-  const dup = hosts.find((h, i) => hosts.indexOf(h) !== i);
-  if (dup) throw new LabError(`--hosts: '${dup}' is named twice`);
-  const mbps = o.mbps ?? DEFAULT_MBPS;
-  if (!Number.isFinite(mbps) || mbps < 0.01 || mbps > 1_000_000)
-    throw new LabError('--mbps must be a number of Mbit/s between 0.01 and 1000000');
-  const subnet = o.subnet ?? DEFAULT_SUBNET;
-  if (parseIpv4(`${subnet}.0`) === undefined)
-    throw new LabError(`--subnet: '${subnet}' is not the first three octets of an IPv4 /24, e.g. 10.77.0`);
-  const bridge = o.bridge ?? DEFAULT_BRIDGE;
-  if (!/^[a-z0-9][a-z0-9_.-]{0,14}$/i.test(bridge))
-    throw new LabError(`--bridge: '${bridge}' is not a link name (at most 15 letters, digits, ., - and _)`);
-  const timeoutMs = o.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-  if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) throw new LabError('--timeout must be > 0');
-  return {
-    hosts,
-    mbps,
-    subnet,
-    bridge,
-    dir: resolve(o.dir ?? DEFAULT_DIR),
-    withSwitch: o.switch ?? true,
-    timeoutMs,
-  };
-}
-
-/** The alias every link of the lab in `dir` carries. */
-export function labMarker(dir: string): string {
-  return `ferry-lab ${dir}`.slice(0, 250);
-}
-
-/** The command that takes the lab in `dir` down. */
-export function downCommand(dir: string): string {
-  return resolve(DEFAULT_DIR) === dir ? 'ferry lab down' : `ferry lab down --dir ${dir}`;
-}
-
-// ---------------------------------------------------------------------------------------
-// Layout: names and addresses, derived from the configuration alone
-
-export interface HostLayout {
-  name: string;
-  netns: string;
-  /** The root end of the host's veth pair (on the bridge). */
-  veth: string;
-  ip: string;
-  /** The control API. */
-  url: string;
-  /** Where the host accepts migration lanes. */
-  lanes: string;
-}
-
-export interface Layout {
-  bridge: { name: string; ip: string; cidr: string };
-  hosts: HostLayout[];
-  switchAddress: string | null;
-  tbf: Tbf;
-  secretFile: string;
-  marker: string;
-}
-
-export function layout(config: LabConfig): Layout {
-  const bridgeIp = `${config.subnet}.254`;
-  return {
-    bridge: { name: config.bridge, ip: bridgeIp, cidr: `${bridgeIp}/24` },
-    hosts: config.hosts.map((name, i) => {
-      const ip = `${config.subnet}.${i + 1}`;
-      return {
-        name,
-        netns: netnsName(name),
-        veth: vethName(name),
-        ip,
-        url: `http://${ip}:${API_PORT}`,
-        lanes: `${ip}:${LANES_PORT}`,
-      };
-    }),
-    switchAddress: config.withSwitch ? `${bridgeIp}:${SWITCH_PORT}` : null,
-    tbf: tbfFor(config.mbps),
-    secretFile: join(config.dir, 'secret'),
-    marker: labMarker(config.dir),
-  };
-}
-
-// ---------------------------------------------------------------------------------------
-// Processes
-
-export type Readiness = { kind: 'api'; url: string } | { kind: 'tcp'; host: string; port: number };
-
-export interface ProcessSpec {
-  /** `switch` or the host's name; also names the log file. */
-  name: string;
-  role: 'switch' | 'host';
-  /** The namespace it runs in; null for the root namespace. */
-  netns: string | null;
-  /** Arguments of `ferry`. */
-  argv: string[];
-  log: string;
-  ready: Readiness;
-  /** A stage starts once every process of the stages before it answers. */
-  stage: number;
-}
-
-/** The lab's processes: the switch (if any) first, then one host per namespace. */
-export function labProcesses(config: LabConfig, lay: Layout = layout(config)): ProcessSpec[] {
-  const specs: ProcessSpec[] = [];
-  if (lay.switchAddress)
-    specs.push({
-      name: 'switch',
-      role: 'switch',
-      netns: null,
-      argv: [
-        'switch',
-        '--listen',
-        lay.switchAddress,
-        '--secret-file',
-        lay.secretFile,
-        '--clients-host',
-        '127.0.0.1',
-      ],
-      log: join(config.dir, 'switch.log'),
-      ready: { kind: 'tcp', host: lay.bridge.ip, port: SWITCH_PORT },
-      stage: 0,
-    });
-  for (const h of lay.hosts)
-    specs.push({
-      name: h.name,
-      role: 'host',
-      netns: h.netns,
-      argv: [
-        'host',
-        '--listen',
-        `${h.ip}:${API_PORT}`,
-        '--id',
-        h.name,
-        '--secret-file',
-        lay.secretFile,
-        '--lanes-port',
-        String(LANES_PORT),
-        ...(lay.switchAddress ? ['--switch', lay.switchAddress] : []),
-      ],
-      log: join(config.dir, `${h.name}.log`),
-      ready: { kind: 'api', url: h.url },
-      stage: 1,
-    });
-  return specs;
-}
-
-// ---------------------------------------------------------------------------------------
-// The record: DIR/lab.json
-
-export interface ProcessRecord {
-  name: string;
-  role: 'switch' | 'host';
-  netns: string | null;
-  /** The whole command line it was started with. */
-  command: string[];
-  pid: number;
-  /** Clock ticks after boot (from /proc), to tell it from a later process with the same pid. */
-  startTime?: number;
-  log: string;
-}
-
-export interface QdiscRecord extends Tbf {
-  dev: string;
-  netns: string | null;
-}
-
-export interface LabState {
-  version: 1;
-  /** `starting` until every process answered. */
-  status: 'starting' | 'up';
-  dir: string;
-  marker: string;
-  createdAt: string;
-  mbps: number;
-  tbf: Tbf;
-  subnet: string;
-  secretFile: string;
-  switchAddress: string | null;
-  /** Made so far, in order. */
-  bridge: { name: string; address: string } | null;
-  netns: string[];
-  veths: { root: string; netns: string; peer: string }[];
-  qdiscs: QdiscRecord[];
-  hosts: (HostLayout & { log: string })[];
-  processes: ProcessRecord[];
-  /** Whether bridged frames pass through iptables (null: br_netfilter not loaded). */
-  bridgeCallsIptables: boolean | null;
-}
-
-export function statePath(dir: string): string {
-  return join(dir, 'lab.json');
-}
-
-export function readState(dir: string): LabState | undefined {
-  const path = statePath(dir);
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new LabError(`cannot read ${path}: ${(e as Error).message}`);
-  }
-  try {
-    const s = JSON.parse(text) as LabState;
-    if (s.version === 1 && Array.isArray(s.netns) && Array.isArray(s.processes)) return s;
-  } catch {}
-  throw new LabError(`${path} is not a lab record; remove it if no lab is up`);
-}
-
-function saveState(state: LabState): void {
-  const path = statePath(state.dir);
-  writeFileSync(`${path}.tmp`, `${JSON.stringify(state, null, 2)}\n`);
-  renameSync(`${path}.tmp`, path);
-}
-
-/** The secret in DIR/secret: kept if it is there, else 32 random bytes written as hex. */
-function ensureSecret(file: string): string {
-  try {
-    const text = readFileSync(file, 'utf8').trim();
-    if (/^[0-9a-f]{32,}$/i.test(text) && text.length % 2 === 0) return text.toLowerCase();
-  } catch {}
-  const hex = randomBytes(32).toString('hex');
-  writeFileSync(file, `${hex}\n`, { mode: 0o600 });
-  return hex;
-}
-
-// ---------------------------------------------------------------------------------------
-// Processes: liveness and identity from /proc
-
-interface ProcStat {
-  state: string;
-  pgid: number;
-  startTime: number;
-}
-
-function procStat(pid: number): ProcStat | undefined {
-  try {
-    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // the command name (field 2) may hold spaces and parentheses: fields resume after the last ')'
-    const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
-    return { state: rest[0], pgid: Number(rest[2]), startTime: Number(rest[19]) };
-  } catch {
-    return undefined;
-  }
-}
-
-function procArgs(pid: number): string[] {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').slice(0, -1);
-  } catch {
-    return [];
-  }
-}
-
-/** Alive and not a zombie. */
-export function pidAlive(pid: number): boolean {
-  const s = procStat(pid);
-  return s !== undefined && s.state !== 'Z' && s.state !== 'X';
-}
-
-/** The recorded process is still running (and is still the one that was started). */
-export function processAlive(p: ProcessRecord): boolean {
-  const s = procStat(p.pid);
-  if (!s || s.state === 'Z' || s.state === 'X') return false;
-  if (p.startTime !== undefined && s.startTime !== p.startTime) return false;
-  return procArgs(p.pid).some((a) => a.endsWith('ferry.mjs'));
-}
-
-/**
- * Running `ferry host`/`ferry switch` processes of a lab: the shared secret file and a
- * listen address inside the lab's subnet on their command line.
- */
-function findLabProcesses(secretFile: string, subnet: string): number[] {
-  const found: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const pid = Number(entry);
-    if (pid === process.pid || !pidAlive(pid)) continue;
-    const args = procArgs(pid);
-    const bin = args.findIndex((a) => a.endsWith('ferry.mjs'));
-    if (bin < 0 || !['host', 'switch'].includes(args[bin + 1])) continue;
-    const value = (flag: string) => {
-      const i = args.indexOf(flag, bin);
-      return i < 0 ? undefined : args[i + 1];
-    };
-    if (value('--secret-file') === secretFile && value('--listen')?.startsWith(`${subnet}.`)) found.push(pid);
-  }
-  return found;
-}
-
-/** `switch` or `host NAME`, for messages. */
-function label(p: { role: 'switch' | 'host'; name: string }): string {
-  return p.role === 'switch' ? 'switch' : `host ${p.name}`;
-}
-
-/** The same, from a running process's command line. */
-function labelOf(pid: number): string {
-  const args = procArgs(pid);
-  if (args[args.findIndex((a) => a.endsWith('ferry.mjs')) + 1] === 'switch') return 'switch';
-  const id = args.indexOf('--id');
-  return id < 0 ? 'host' : `host ${args[id + 1]}`;
-}
-
-function signal(pid: number, sig: NodeJS.Signals): void {
-  const s = procStat(pid);
-  try {
-    // a detached process leads its own group: signal the whole group
-    process.kill(s?.pgid === pid ? -pid : pid, sig);
-  } catch {}
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** SIGTERM, then SIGKILL to whatever still runs after the grace period. */
-async function stopPids(pids: number[], graceMs = KILL_GRACE_MS): Promise<number[]> {
-  const stubborn: number[] = [];
-  for (const pid of pids) signal(pid, 'SIGTERM');
-  const deadline = Date.now() + graceMs;
-  while (pids.some(pidAlive) && Date.now() < deadline) await sleep(50);
-  for (const pid of pids.filter(pidAlive)) {
-    stubborn.push(pid);
-    signal(pid, 'SIGKILL');
-  }
-  const hard = Date.now() + 2000;
-  while (pids.some(pidAlive) && Date.now() < hard) await sleep(50);
-  return stubborn;
-}
-
-function logTail(file: string, lines = 4): string {
-  try {
-    const all = readFileSync(file, 'utf8')
-      .split('\n')
-      .filter((l) => l.trim() && !l.startsWith('$ '));
-    const tail = all.slice(-lines).join(' / ');
-    return tail ? `: ${tail.length > 400 ? `…${tail.slice(-400)}` : tail}` : '';
-  } catch {
-    return '';
-  }
-}
-
-/** Where the readiness check looks, for messages. */
-function readinessTarget(r: Readiness): string {
-  return r.kind === 'api' ? `GET ${r.url}/v1/vms` : `TCP ${r.host}:${r.port}`;
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    p.finally(() => clearTimeout(timer)),
-    new Promise<T>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms (${what})`)), ms);
-    }),
-  ]);
-}
-
-/** One readiness check: undefined when it answers, else why not. */
-async function checkReady(r: Readiness, secretHex: string): Promise<string | undefined> {
-  try {
-    if (r.kind === 'api') {
-      const vms = await withTimeout(call<unknown>(r.url, secretHex, 'GET', '/v1/vms'), 2000, r.url);
-      return Array.isArray(vms) ? undefined : 'the answer is not a list of VMs';
-    }
-    await tcpConnect(r.host, r.port, 2000);
-    return undefined;
-  } catch (e) {
-    return e instanceof Error ? e.message : String(e);
-  }
-}
-
-function tcpConnect(host: string, port: number, timeoutMs: number): Promise<void> {
-  return new Promise((resolvePromise, reject) => {
-    const s = net.connect({ host, port });
-    const timer = setTimeout(() => {
-      s.destroy();
-      reject(new Error(`${host}:${port}: no answer within ${timeoutMs} ms`));
-    }, timeoutMs);
-    s.once('connect', () => {
-      clearTimeout(timer);
-      s.destroy();
-      resolvePromise();
-    });
-    s.once('error', (e: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      reject(new Error(`${host}:${port}: ${e.code ?? e.message}`));
-    });
-  });
-}
-
-/** The command that runs `argv` in a namespace (or as is, for the root namespace). */
-export function inNetns(netns: string | null, argv: string[]): { file: string; args: string[] } {
-  return netns
-    ? { file: findTool('ip'), args: ['netns', 'exec', netns, ...argv] }
-    : { file: argv[0], args: argv.slice(1) };
-}
-
-interface Started {
-  spec: ProcessSpec;
-  exited?: string;
-}
-
-/** Starts a process detached, its output in its log file; records it before anything else. */
-function startProcess(state: LabState, spec: ProcessSpec): Started {
-  const { file, args } = inNetns(spec.netns, [process.execPath, FERRY_BIN, ...spec.argv]);
-  const fd = openSync(spec.log, 'w');
-  writeSync(fd, `$ ${commandLine(file, args)}\n`);
-  const started: Started = { spec };
-  try {
-    const child = spawn(file, args, { cwd: state.dir, detached: true, stdio: ['ignore', fd, fd] });
-    child.once('error', (e) => {
-      started.exited = `could not start: ${e.message}`;
-    });
-    child.once('exit', (code, sig) => {
-      started.exited = sig ? `was killed by ${sig}` : `exited with status ${code}`;
-    });
-    child.unref();
-    if (child.pid === undefined) throw new LabError(`cannot start ${label(spec)}: ${file} did not run`);
-    state.processes.push({
-      name: spec.name,
-      role: spec.role,
-      netns: spec.netns,
-      command: [file, ...args],
-      pid: child.pid,
-      startTime: procStat(child.pid)?.startTime,
-      log: spec.log,
-    });
-    saveState(state);
-  } finally {
-    closeSync(fd);
-  }
-  return started;
-}
-
-async function waitReady(
-  s: Started,
-  secretHex: string,
-  deadline: number,
-  timeoutMs: number,
-  checkpoint: () => void,
-): Promise<void> {
-  const { spec } = s;
-  let why: string | undefined = 'not checked yet';
-  for (;;) {
-    checkpoint();
-    if (s.exited)
-      throw new LabError(
-        `${label(spec)} ${s.exited} before it answered; see ${spec.log}${logTail(spec.log)}`,
-      );
-    why = await checkReady(spec.ready, secretHex);
-    if (why === undefined) return;
-    if (Date.now() >= deadline)
-      throw new LabError(
-        `${label(spec)} did not answer ${readinessTarget(spec.ready)} within ` +
-          `${timeoutMs / 1000} s (last: ${why}); see ${spec.log}${logTail(spec.log)}`,
-      );
-    await sleep(100);
-  }
-}
-
-/** Starts the processes stage by stage, each stage once the one before answers. */
-async function startProcesses(
-  state: LabState,
-  specs: ProcessSpec[],
-  timeoutMs: number,
-  checkpoint: () => void,
-): Promise<void> {
-  const secretHex = readFileSync(state.secretFile, 'utf8').trim();
-  const stages = [...new Set(specs.map((s) => s.stage))].sort((a, b) => a - b);
-  for (const stage of stages) {
-    const started = specs.filter((s) => s.stage === stage).map((s) => startProcess(state, s));
-    const deadline = Date.now() + timeoutMs;
-    await Promise.all(started.map((s) => waitReady(s, secretHex, deadline, timeoutMs, checkpoint)));
-  }
-}
 
 // ---------------------------------------------------------------------------------------
 // Connectivity across the bridge
