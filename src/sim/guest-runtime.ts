@@ -417,6 +417,11 @@ export class GuestRuntime {
       return;
     }
     list.push({ vcpu: v, token: action.token });
+    if (this.model.restartOnPark) {
+      // what it did so far is lost: it will touch (and pay for) every page again
+      task.at = 0;
+      task.segLeft = task.seg;
+    }
     // the parked handler lets the app lock go (it runs again once the page is here)
     if (this.lockHolder === t) this.releaseLock();
     this.run(v, this.costs.asyncFaultMs);

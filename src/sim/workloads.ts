@@ -49,6 +49,12 @@ export interface WorkloadModel {
    * parks the task and lets the lock go.
    */
   appLock?: boolean;
+  /**
+   * A handler parked by an async fault runs again from its start once the page is here, its
+   * writes dropped (Ferry's own guest: a JS handler cannot be suspended midway), instead of
+   * going on from the faulting touch as a task in a real guest kernel does.
+   */
+  restartOnPark?: boolean;
 }
 
 /**
@@ -536,14 +542,16 @@ function serverModel(
   kind: WorkloadKind,
   p: { workers: number; connections: number; thinkMs: number; kernelFaultFraction: number },
   next: TaskClass['next'],
-  appLock = false,
+  ferryApp = false,
 ): WorkloadModel {
   return {
     kind,
     clients: { connections: p.connections, thinkMs: p.thinkMs },
     kernelFaultFraction: p.kernelFaultFraction,
     tasks: [{ name: 'worker', count: p.workers, role: 'server', pauseMs: 0, next }],
-    appLock,
+    // Ferry's apps hold one lock for every handler and rerun a parked one
+    appLock: ferryApp,
+    restartOnPark: ferryApp,
   };
 }
 
