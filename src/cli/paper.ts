@@ -98,9 +98,10 @@ export interface Measured {
    */
   hostContention: number;
   /**
-   * What a blocking fault stalls its vCPU beyond the demand's latency (µs): the fault's way
-   * to the host and the page's way back into the guest. From the app's postcopy run with
-   * blocking faults (its vCPUs' blocked time per blocking fault, less the mean latency).
+   * What a remote fault keeps its vCPU (blocking) or task (async) waiting beyond the
+   * demand's latency (µs): the fault's way to the host and the page's way back into the
+   * guest. From the run's own vCPUs: blocked time per blocking fault, or parked time per
+   * async fault, less the mean latency.
    */
   faultWakeUs: number;
 }
@@ -116,16 +117,21 @@ function meanOf(histogram: [number, number][]): number {
   return n > 0 ? sum / n : 0;
 }
 
+/** What the run's faults kept the guest waiting beyond the demands' mean latency (µs). */
+function faultWakeUs(m: TrialResult['migration']): number {
+  if (m.mode !== 'postcopy') return 0;
+  const waitUs =
+    m.cooperative && m.asyncFaults > 0
+      ? (m.vcpuParkedMs * 1000) / m.asyncFaults
+      : m.syncFaults > 0
+        ? (m.vcpuBlockedMs * 1000) / m.syncFaults
+        : 0;
+  return waitUs > 0 ? Math.max(0, waitUs - meanOf(m.faultLatencyHistogram)) : 0;
+}
+
 /** The measured configuration of each real trial (by run name), for its simulated twin. */
 export function measuredRuns(trials: TrialResult[]): Map<string, Measured> {
   const contention = new Map<string, number>();
-  const wake = new Map<string, number>();
-  for (const t of trials) {
-    const m = t.migration;
-    if (m.mode !== 'postcopy' || m.cooperative || m.syncFaults === 0) continue;
-    const stallUs = (m.vcpuBlockedMs * 1000) / m.syncFaults;
-    wake.set(t.workload.kind, Math.max(0, stallUs - meanOf(m.faultLatencyHistogram)));
-  }
   for (const t of trials) {
     const m = t.migration;
     if (m.mode !== 'precopy' || t.dip.baselineOpsPerSec <= 0) continue;
@@ -153,7 +159,7 @@ export function measuredRuns(trials: TrialResult[]): Map<string, Measured> {
             m.mode === 'postcopy' && m.vcpuRunMs > 0
               ? m.vcpuWaitMs / m.vcpuRunMs
               : (contention.get(t.workload.kind) ?? 0),
-          faultWakeUs: wake.get(t.workload.kind) ?? 0,
+          faultWakeUs: faultWakeUs(m),
         },
       ];
     }),

@@ -64,7 +64,15 @@ export class GuestMachine {
   /** A vCPU touched a page that is not here: the migration must fetch it. */
   onFault: (pfn: number) => void = () => {};
   onError: (message: string) => void = () => {};
-  readonly stats: VcpuStats = { asyncFaults: 0, syncFaults: 0, blockedMs: 0, ops: 0, runMs: 0, waitMs: 0 };
+  readonly stats: VcpuStats = {
+    asyncFaults: 0,
+    syncFaults: 0,
+    blockedMs: 0,
+    ops: 0,
+    runMs: 0,
+    waitMs: 0,
+    parkedMs: 0,
+  };
   running = false;
 
   private constructor(
@@ -163,7 +171,15 @@ export class GuestMachine {
 
   /** The vCPUs' fault and blocking counters, summed. */
   async collectStats(): Promise<VcpuStats> {
-    const sum: VcpuStats = { asyncFaults: 0, syncFaults: 0, blockedMs: 0, ops: 0, runMs: 0, waitMs: 0 };
+    const sum: VcpuStats = {
+      asyncFaults: 0,
+      syncFaults: 0,
+      blockedMs: 0,
+      ops: 0,
+      runMs: 0,
+      waitMs: 0,
+      parkedMs: 0,
+    };
     await new Promise<void>((resolve) => {
       let n = 0;
       this.statsWaiter = (r) => {
@@ -173,6 +189,7 @@ export class GuestMachine {
         sum.ops += r.stats.ops;
         sum.runMs += r.stats.runMs;
         sum.waitMs += r.stats.waitMs;
+        sum.parkedMs += r.stats.parkedMs;
         if (++n === this.workers.length) resolve();
       };
       for (const w of this.workers) w.postMessage({ type: 'stats' } satisfies ToVcpu);
@@ -238,6 +255,7 @@ export class GuestMachine {
       this.stats.syncFaults += r.stats.syncFaults;
       this.stats.blockedMs += r.stats.blockedMs;
       this.stats.ops += r.stats.ops;
+      this.stats.parkedMs += r.stats.parkedMs;
     }
     this.pausing = null;
     this.running = false;

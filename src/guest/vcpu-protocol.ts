@@ -71,6 +71,8 @@ export interface VcpuStats {
    */
   runMs: number;
   waitMs: number;
+  /** Time async-faulted tasks waited, from their park to their page-ready reaching the vCPU. */
+  parkedMs: number;
 }
 
 /** Index of the "pause requested" flag in the VM's control words. */

@@ -55,7 +55,17 @@ const queue: Request[] = [];
 const sleepingServers: number[] = [];
 let paused = false;
 let stopping = false;
-const stats: VcpuStats = { asyncFaults: 0, syncFaults: 0, blockedMs: 0, ops: 0, runMs: 0, waitMs: 0 };
+/** When each parked task's fault happened (by token), for `parkedMs`. */
+const parkedAt = new Map<number, number>();
+const stats: VcpuStats = {
+  asyncFaults: 0,
+  syncFaults: 0,
+  blockedMs: 0,
+  ops: 0,
+  runMs: 0,
+  waitMs: 0,
+  parkedMs: 0,
+};
 
 /**
  * This thread's time on a host core and waiting for one (ms), from the kernel's scheduler
@@ -80,6 +90,7 @@ function onFault(pfn: number, kernelContext: boolean): void {
   const action = kernel.fault(0, pfn, kernelContext);
   if (action.action === 'park') {
     stats.asyncFaults++;
+    parkedAt.set(action.token, performance.now());
     post({ type: 'fault', vcpu, pfn, token: action.token });
     throw new PageNotPresent(pfn);
   }
@@ -177,6 +188,7 @@ let generation = 0;
 function resetTasks(cooperative: boolean): void {
   generation++;
   kernel = new GuestKernel({ vcpus: 1, cooperative, maxAsyncFaults: shape.faultLimit });
+  parkedAt.clear(); // a new kernel hands out its tokens anew
   slots.length = 0;
   sleepingServers.length = 0;
   for (let i = 0; i < shape.servers; i++) {
@@ -211,10 +223,16 @@ port.on('message', async (m: ToVcpu) => {
         assign();
         drain();
         return;
-      case 'ready':
+      case 'ready': {
+        const since = parkedAt.get(m.token);
+        if (since !== undefined) {
+          stats.parkedMs += performance.now() - since;
+          parkedAt.delete(m.token);
+        }
         kernel.ready(m.token);
         drain();
         return;
+      }
       case 'pause': {
         paused = true;
         // requests in progress or parked start over wherever the guest runs next

@@ -71,6 +71,8 @@ export interface RealMigrationReport extends MigrationReport {
    */
   vcpuRunMs: number;
   vcpuWaitMs: number;
+  /** Time the guest's async-faulted tasks waited, from their park to their page-ready. */
+  vcpuParkedMs: number;
 }
 
 export interface MigrationInfo {
@@ -116,6 +118,7 @@ export interface IncomingInfo {
     vcpuBlockedMs: number;
     vcpuRunMs: number;
     vcpuWaitMs: number;
+    vcpuParkedMs: number;
   };
 }
 

@@ -434,6 +434,7 @@ export class Host {
       vcpuBlockedMs: d?.vcpuBlockedMs ?? 0,
       vcpuRunMs: d?.vcpuRunMs ?? 0,
       vcpuWaitMs: d?.vcpuWaitMs ?? 0,
+      vcpuParkedMs: d?.vcpuParkedMs ?? 0,
       faultLatencyUs: d?.faultLatencyUs ?? { p50: 0, p90: 0, p99: 0, max: 0 },
       faultLatencyHistogram: d?.faultLatencyHistogram ?? [],
       postcopyMs: 0,
@@ -573,6 +574,7 @@ export class Host {
         vcpuBlockedMs: stats?.blockedMs ?? 0,
         vcpuRunMs: stats?.runMs ?? 0,
         vcpuWaitMs: stats?.waitMs ?? 0,
+        vcpuParkedMs: stats?.parkedMs ?? 0,
       };
       if (r.outcome === 'completed' || (r.outcome === 'failed' && inc.machine.running))
         (await publish('running')).state = 'running';

@@ -378,12 +378,14 @@ describe('two hosts', () => {
     assert.equal(report.rounds, 0);
     assert.ok(report.remoteFaults > 0, 'the guest faulted on missing pages');
     assert.ok(report.asyncFaults > 0, 'tasks parked on missing pages');
+    assert.ok(report.vcpuParkedMs > 0, 'parked tasks waited for their pages');
   });
 
   test('kv under load: postcopy with blocking faults', async (t) => {
     const { report } = await underLoad(t, a, b, 'postcopy', { cooperative: false, maxBandwidthMbps: 50 });
     assert.ok(report.remoteFaults > 0, 'the guest faulted on missing pages');
     assert.equal(report.asyncFaults, 0, 'no async faults when they are turned off');
+    assert.equal(report.vcpuParkedMs, 0, 'no task parked');
     assert.ok(report.syncFaults > 0);
   });
 
