@@ -7,10 +7,12 @@ import { PAGE_SIZE } from '../engine/messages.ts';
 import type { GuestRam } from './ram.ts';
 import {
   type AppConfig,
+  addStats,
   CONTROL_ABORT,
   CONTROL_PAUSE,
   CONTROL_WORDS,
   type FromVcpu,
+  noStats,
   type Request,
   type ToVcpu,
   type VcpuStats,
@@ -64,15 +66,7 @@ export class GuestMachine {
   /** A vCPU touched a page that is not here: the migration must fetch it. */
   onFault: (pfn: number) => void = () => {};
   onError: (message: string) => void = () => {};
-  readonly stats: VcpuStats = {
-    asyncFaults: 0,
-    syncFaults: 0,
-    blockedMs: 0,
-    ops: 0,
-    runMs: 0,
-    waitMs: 0,
-    parkedMs: 0,
-  };
+  readonly stats: VcpuStats = noStats();
   running = false;
 
   private constructor(
@@ -171,25 +165,11 @@ export class GuestMachine {
 
   /** The vCPUs' fault and blocking counters, summed. */
   async collectStats(): Promise<VcpuStats> {
-    const sum: VcpuStats = {
-      asyncFaults: 0,
-      syncFaults: 0,
-      blockedMs: 0,
-      ops: 0,
-      runMs: 0,
-      waitMs: 0,
-      parkedMs: 0,
-    };
+    const sum = noStats();
     await new Promise<void>((resolve) => {
       let n = 0;
       this.statsWaiter = (r) => {
-        sum.asyncFaults += r.stats.asyncFaults;
-        sum.syncFaults += r.stats.syncFaults;
-        sum.blockedMs += r.stats.blockedMs;
-        sum.ops += r.stats.ops;
-        sum.runMs += r.stats.runMs;
-        sum.waitMs += r.stats.waitMs;
-        sum.parkedMs += r.stats.parkedMs;
+        addStats(sum, r.stats);
         if (++n === this.workers.length) resolve();
       };
       for (const w of this.workers) w.postMessage({ type: 'stats' } satisfies ToVcpu);

@@ -75,6 +75,15 @@ export interface VcpuStats {
   parkedMs: number;
 }
 
+export function noStats(): VcpuStats {
+  return { asyncFaults: 0, syncFaults: 0, blockedMs: 0, ops: 0, runMs: 0, waitMs: 0, parkedMs: 0 };
+}
+
+/** Adds `more` into `into`, field by field. */
+export function addStats(into: VcpuStats, more: VcpuStats): void {
+  for (const k of Object.keys(into) as (keyof VcpuStats)[]) into[k] += more[k];
+}
+
 /** Index of the "pause requested" flag in the VM's control words. */
 export const CONTROL_PAUSE = 0;
 /** Index of the "abandon waits" flag: set when the VM stops for good. */

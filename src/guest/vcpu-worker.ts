@@ -19,6 +19,7 @@ import {
   CONTROL_PAUSE,
   type FromVcpu,
   type GuestApp,
+  noStats,
   type Request,
   type ToVcpu,
   type VcpuStats,
@@ -57,15 +58,7 @@ let paused = false;
 let stopping = false;
 /** When each parked task's fault happened (by token), for `parkedMs`. */
 const parkedAt = new Map<number, number>();
-const stats: VcpuStats = {
-  asyncFaults: 0,
-  syncFaults: 0,
-  blockedMs: 0,
-  ops: 0,
-  runMs: 0,
-  waitMs: 0,
-  parkedMs: 0,
-};
+const stats: VcpuStats = noStats();
 
 /**
  * This thread's time on a host core and waiting for one (ms), from the kernel's scheduler
