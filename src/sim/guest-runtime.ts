@@ -184,30 +184,29 @@ export class GuestRuntime {
   /** Pages landed on the destination: wake what waited on them (after the wake delay). */
   arrived(runs: number[]): void {
     if (this.waiters.size === 0) return;
-    if (this.wakeDelayMs > 0) {
-      const pfns: number[] = [];
-      for (const pfn of this.waiters.keys())
-        for (let i = 0; i < runs.length; i += 2)
-          if (pfn >= runs[i] && pfn < runs[i] + runs[i + 1]) {
-            pfns.push(pfn);
-            break;
-          }
-      if (pfns.length > 0) this.queue.after(this.wakeDelayMs, () => this.wakeAll(pfns));
-      return;
-    }
+    const awaited = this.awaitedIn(runs);
+    if (awaited.length === 0) return;
+    if (this.wakeDelayMs > 0) this.queue.after(this.wakeDelayMs, () => this.wakeAll(awaited));
+    else this.wakeAll(awaited);
+  }
+
+  /** The pages among `runs` something waits on: walk whichever is smaller, runs or waiters. */
+  private awaitedIn(runs: number[]): number[] {
+    const out: number[] = [];
     let span = 0;
     for (let i = 1; i < runs.length; i += 2) span += runs[i];
     if (span <= this.waiters.size) {
       for (let i = 0; i < runs.length; i += 2)
-        for (let p = runs[i]; p < runs[i] + runs[i + 1]; p++) this.wakeWaiters(p);
+        for (let p = runs[i]; p < runs[i] + runs[i + 1]; p++) if (this.waiters.has(p)) out.push(p);
     } else {
-      for (const pfn of [...this.waiters.keys()])
+      for (const pfn of this.waiters.keys())
         for (let i = 0; i < runs.length; i += 2)
           if (pfn >= runs[i] && pfn < runs[i] + runs[i + 1]) {
-            this.wakeWaiters(pfn);
+            out.push(pfn);
             break;
           }
     }
+    return out;
   }
 
   private wakeAll(pfns: number[]): void {
