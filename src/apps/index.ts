@@ -6,7 +6,7 @@ import type { GuestApp } from '../guest/vcpu-protocol.ts';
 import { HttpServer, httpOptions } from './http.ts';
 import { HTTP_PROTOCOL, textResponse } from './http-protocol.ts';
 import { KvStore } from './kv.ts';
-import { MEMTOUCH_OPTIONS, Memtouch, type MemtouchOptions } from './memtouch.ts';
+import { Memtouch, memtouchOptions } from './memtouch.ts';
 import type { WireProtocol } from './protocol.ts';
 import { encodeError, RESP_PROTOCOL } from './resp.ts';
 
@@ -17,10 +17,6 @@ const NO_COMMANDS = encodeError('ERR memtouch is a batch job: it serves no comma
 
 /** This module's URL: vCPU workers import it to open the app. */
 export const APP_MODULE = import.meta.url;
-
-function memtouchOptions(options: Record<string, unknown>): MemtouchOptions {
-  return { ...MEMTOUCH_OPTIONS, ...(options as Partial<MemtouchOptions>) };
-}
 
 export function formatApp(kind: string, options: Record<string, unknown>, mem: GuestAccess): void {
   if (kind === 'kv') KvStore.format(mem);

@@ -463,6 +463,11 @@ export interface DecoderOptions {
   checksum?: Checksum;
   /** Sequence number expected on the first frame (default 0). */
   firstSeq?: number;
+  /**
+   * Where a frame that spans chunks is gathered (default: a new Uint8Array). A frame inside
+   * one chunk is decoded in place; either way its messages' byte fields are views of it.
+   */
+  allocate?: (bytes: number) => Uint8Array;
 }
 
 const hex = (n: number) => `0x${n.toString(16).padStart(8, '0')}`;
@@ -478,6 +483,7 @@ const hex = (n: number) => `0x${n.toString(16).padStart(8, '0')}`;
 export class Decoder {
   readonly #max: number;
   readonly #checksum: Checksum;
+  readonly #allocate: (bytes: number) => Uint8Array;
   #seq: number;
   #error: CodecError | undefined;
   // Partial length prefix.
@@ -491,6 +497,7 @@ export class Decoder {
   constructor(opts: DecoderOptions = {}) {
     this.#max = opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
     this.#checksum = opts.checksum ?? crc32;
+    this.#allocate = opts.allocate ?? ((n) => new Uint8Array(n));
     this.#seq = opts.firstSeq ?? 0;
   }
 
@@ -532,11 +539,13 @@ export class Decoder {
         this.#have = 0;
       }
       const take = Math.min(this.#need - this.#have, chunk.length - i);
-      this.#parts.push(chunk.subarray(i, i + take));
+      // (nothing yet when the chunk ended right after the length: then the next chunk may
+      // hold the whole rest, decoded in place)
+      if (take > 0) this.#parts.push(chunk.subarray(i, i + take));
       this.#have += take;
       i += take;
       if (this.#have < this.#need) break;
-      const rest = concat(this.#parts, this.#need);
+      const rest = concat(this.#parts, this.#need, this.#allocate);
       this.#parts = [];
       this.#have = this.#need = 0;
       this.#frame(rest, frames);
@@ -602,9 +611,9 @@ function readU32(b: Uint8Array, at: number): number {
   return (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16) | (b[at + 3] << 24)) >>> 0;
 }
 
-function concat(parts: Uint8Array[], total: number): Uint8Array {
+function concat(parts: Uint8Array[], total: number, allocate: (n: number) => Uint8Array): Uint8Array {
   if (parts.length === 1) return parts[0];
-  const out = new Uint8Array(total);
+  const out = allocate(total);
   let at = 0;
   for (const p of parts) {
     out.set(p, at);

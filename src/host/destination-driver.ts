@@ -7,6 +7,7 @@ import type { Message, SourceMessage } from '../engine/messages.ts';
 import type { Outcome } from '../engine/stats.ts';
 import { type Percentiles, percentiles } from '../engine/stats.ts';
 import { type DeviceState, decodeDeviceState, type GuestMachine } from '../guest/machine.ts';
+import { framePool } from './frame-pool.ts';
 import { foldSums, installBatch } from './pages.ts';
 import type { Lanes } from './source-driver.ts';
 
@@ -103,6 +104,8 @@ export class DestinationDriver {
       installBatch(this.machine.ram, msg.batch, arrival.install, this.sums);
       this.machine.pagesArrived(arrival.install);
     }
+    // the pages are in guest RAM: the frame they came in can take another
+    if (msg.type === 'pages') framePool.give(msg.batch.data);
     for (const e of this.destination.takeEvents()) {
       if (e.type === 'guest-resumed' && msg.type === 'switchover')
         this.resume(e.at, e.postcopy, msg.deviceState);

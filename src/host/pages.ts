@@ -8,6 +8,7 @@ import { pagesFrameLayout } from '../engine/codec.ts';
 import type { PageBatch } from '../engine/messages.ts';
 import { PAGE_SIZE } from '../engine/messages.ts';
 import type { GuestRam } from '../guest/ram.ts';
+import { framePool } from './frame-pool.ts';
 
 const ZERO_PAGE_CRC = crc32(new Uint8Array(PAGE_SIZE));
 
@@ -27,7 +28,7 @@ export function fillBatch(ram: GuestRam, batch: PageBatch): void {
       }
   const dataBytes = (batch.pageCount - zeros) * PAGE_SIZE;
   const layout = pagesFrameLayout(batch.runs.length / 2, batch.pageCount, dataBytes);
-  const frame = Buffer.allocUnsafeSlow(layout.frameBytes);
+  const frame = framePool.take(layout.frameBytes); // given back once written
   const ramBuf = Buffer.from(ram.buffers.data);
   let off = layout.dataOffset;
   i = 0;

@@ -8,6 +8,7 @@ import { PAGE_SIZE } from '../engine/messages.ts';
 import { MigrationSource, type SourceEvent } from '../engine/source.ts';
 import type { Outcome } from '../engine/stats.ts';
 import { type DeviceState, encodeDeviceState, type GuestMachine } from '../guest/machine.ts';
+import { BATCH_PAGES, framePool } from './frame-pool.ts';
 import { fillBatch, ramHashOffThread } from './pages.ts';
 import type { LaneConnection } from './transport.ts';
 
@@ -38,8 +39,6 @@ export interface SourceResult {
   endedAt: number;
 }
 
-/** Pages per bulk frame. */
-const BATCH_PAGES = 64;
 /** Bulk frames sent per event-loop turn. */
 const FRAMES_PER_TURN = 2;
 /** Absolute milliseconds (comparable between hosts on one machine), sub-ms precision. */
@@ -188,9 +187,16 @@ export class SourceDriver {
   }
 
   private send(lane: LaneConnection, m: SourceMessage): boolean {
-    if (m.type === 'pages') fillBatch(this.machine.ram, m.batch);
-    const ok = lane.send(m);
-    const bytes = m.type === 'pages' ? batchBytes(m.batch.pageCount, m.batch.zeroCount) : 64;
+    if (m.type !== 'pages') return this.account(lane.send(m), 64);
+    fillBatch(this.machine.ram, m.batch);
+    const frame = m.batch.frame;
+    return this.account(
+      lane.send(m, () => framePool.give(frame)),
+      batchBytes(m.batch.pageCount, m.batch.zeroCount),
+    );
+  }
+
+  private account(ok: boolean, bytes: number): boolean {
     this.bytesSent += bytes;
     this.source.sent(now(), bytes);
     return ok;

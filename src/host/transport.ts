@@ -40,6 +40,7 @@ import type { DuplexOptions } from 'node:stream';
 import zlib from 'node:zlib';
 import { type CodecError, Decoder, Encoder } from '../engine/codec.ts';
 import type { Lane, Message } from '../engine/messages.ts';
+import { framePool } from './frame-pool.ts';
 
 export const PROTOCOL_VERSION = 1;
 export const MAGIC = Uint8Array.of(0x46, 0x45, 0x52, 0x52, 0x59, 0x00); // "FERRY\0"
@@ -139,9 +140,11 @@ export interface LaneConnection {
    * Encodes and queues one frame. Returns false once the socket's queue is over its high
    * water mark: wait for `onDrain` before sending more (the frame was still queued).
    * Throws RangeError for a message the codec cannot encode (nothing is sent) and
-   * TransportError 'closed' once the lane is closing or closed.
+   * TransportError 'closed' once the lane is closing or closed. `written` runs once the
+   * frame's bytes are no longer needed (handed to the kernel, or the lane failed), so that
+   * a buffer the message points into can be reused.
    */
-  send(msg: Message): boolean;
+  send(msg: Message, written?: () => void): boolean;
   onDrain(cb: () => void): void;
   /**
    * Frames arriving before the first handler is registered are held (and reading paused)
@@ -731,7 +734,8 @@ const describe = (e: CodecError) => `${e.code}: ${e.message}`;
 class TcpLane implements LaneConnection {
   readonly #socket: net.Socket;
   readonly #encoder = new Encoder({ checksum: zlib.crc32 });
-  readonly #decoder = new Decoder({ checksum: zlib.crc32 });
+  // frames gathered from several reads land in pooled buffers, given back once installed
+  readonly #decoder = new Decoder({ checksum: zlib.crc32, allocate: (n) => framePool.take(n) });
   #state: 'open' | 'closing' | 'closed' = 'open';
   #error: TransportError | undefined;
   #errorDelivered = false;
@@ -776,11 +780,11 @@ class TcpLane implements LaneConnection {
     return this.#error;
   }
 
-  send(msg: Message): boolean {
+  send(msg: Message, written?: () => void): boolean {
     if (this.#state !== 'open') {
       throw new TransportError('closed', `${this.#where} is ${this.#state}`, { cause: this.#error });
     }
-    return this.#socket.write(this.#encoder.encode(msg));
+    return this.#socket.write(this.#encoder.encode(msg), written && (() => written()));
   }
 
   onDrain(cb: () => void) {

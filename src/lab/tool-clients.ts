@@ -13,7 +13,6 @@ import type { ClientOptions, ClientResult, ClientRun } from './clients.ts';
 
 export type Tool = 'redis-benchmark' | 'wrk';
 
-const BIN_MS = 100;
 /** Requests per redis-benchmark test: far more than a run lasts (≈100 s at 20,000 per second). */
 const RB_REQUESTS = 2_000_000;
 const KILL_GRACE_MS = 5000;

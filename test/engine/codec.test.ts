@@ -315,6 +315,39 @@ test('any chunking of a stream yields the same frames', () => {
   );
 });
 
+test('frames spanning chunks are gathered where `allocate` says, exactly sized; others in place', () => {
+  fc.assert(
+    fc.property(stream, fc.array(fc.nat(), { maxLength: 20 }), (messages, cuts) => {
+      const { bytes, ends } = encodeAll(messages);
+      const chunks = splitAt(bytes, cuts);
+      const given: Uint8Array[] = [];
+      const r = decodeChunks(chunks, {
+        allocate: (n) => {
+          const b = new Uint8Array(n);
+          given.push(b);
+          return b;
+        },
+      });
+      assert.deepStrictEqual(r.frames, expected(messages));
+      // gathered: a frame whose body and checksum (past its 4-byte length) a chunk end cuts
+      const chunkEnds: number[] = [];
+      let at = 0;
+      for (const c of chunks) {
+        at += c.length;
+        chunkEnds.push(at);
+      }
+      const sizes = ends
+        .map((end, i) => ({ body: (i === 0 ? 0 : ends[i - 1]) + 4, end }))
+        .filter(({ body, end }) => chunkEnds.some((e) => e > body && e < end))
+        .map(({ body, end }) => end - body);
+      assert.deepStrictEqual(
+        given.map((b) => b.length),
+        sizes,
+      );
+    }),
+  );
+});
+
 test('byte-at-a-time delivery yields the same frames', () => {
   fc.assert(
     fc.property(
