@@ -2,8 +2,8 @@
 // migrations.
 // Usage: npm run bench:real [-- --json FILE] [-- --ram MiB]
 // Prints the page throughput of a precopy round, downtimes, remote-fault latency under a
-// busy bulk lane, and what cooperative faults buy a loaded key-value VM right after the
-// switchover.
+// busy bulk lane (a task writing random pages), and what cooperative faults buy a loaded
+// key-value VM right after the switchover.
 
 import { writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -43,8 +43,8 @@ async function migrate(
 
 const base = { cooperative: true, downtimeLimitMs: 300, prepage: 7 };
 
-/** Measured pairs of cooperative and blocking runs (after a warm-up pair). */
-const KV_PAIRS = 3;
+/** Measured pairs of cooperative and blocking runs, probe and kv (after a warm-up pair). */
+const PAIRS = 3;
 
 interface KvRun {
   cooperative: boolean;
@@ -58,6 +58,49 @@ interface KvRun {
 function median(xs: number[]): number {
   const s = [...xs].sort((x, y) => x - y);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+interface ProbeRun {
+  cooperative: boolean;
+  faults: number;
+  p50: number;
+  p99: number;
+}
+
+/**
+ * Remote-fault latency alone: a VM full of data whose one task writes random pages (one
+ * per step, 5,000 a second) moves with postcopy while the push fills a 1 Gbit/s bulk lane;
+ * no prepaging, so that every page the task touches first is a demand of its own.
+ */
+async function probeRun(from: string, to: string, name: string, cooperative: boolean): Promise<ProbeRun> {
+  await call<VmInfo>(from, secret, 'POST', '/v1/vms', {
+    name,
+    ramMiB: 256,
+    vcpus: 1,
+    app: 'memtouch',
+    appOptions: {
+      rateMBps: 20,
+      workingSetBytes: 240 * 2 ** 20,
+      prefill: true,
+      pattern: 'random',
+      pagesPerStep: 1,
+    },
+  });
+  const { report } = await migrate(from, to, {
+    ...base,
+    vm: name,
+    mode: 'postcopy',
+    cooperative,
+    prepage: 0,
+    maxBandwidthMbps: 1000,
+  });
+  await call(to, secret, 'DELETE', `/v1/vms/${name}`);
+  return {
+    cooperative,
+    faults: report.remoteFaults,
+    p50: report.faultLatencyUs.p50,
+    p99: report.faultLatencyUs.p99,
+  };
 }
 
 /** A loaded kv VM on `from` moves to `to` with postcopy; its clients' throughput around it. */
@@ -152,15 +195,34 @@ async function main() {
   );
   await call(a, secret, 'DELETE', '/v1/vms/big');
 
-  // 2. remote-fault latency while the background push keeps the bulk lane busy, and
-  // 3. throughput right after the switchover, cooperative vs blocking faults.
-  // The bulk lane runs at 1 Gbit/s, as over a link of that rate (loopback has none: the
-  // push would take every core). The clients are a closed loop with think time, so that
-  // before the migration the machine has room: at full speed they alone use both cores
-  // of a small machine, and any fault would then be measured as CPU queueing. Cooperative
-  // and blocking runs alternate (after a warm-up pair), each VM moving between a and b.
+  // 2. remote-fault latency while the background push keeps the bulk lane busy. The bulk
+  // lane runs at 1 Gbit/s, as over a link of that rate (loopback has none: the push would
+  // take every core). Cooperative and blocking runs alternate, each VM moving between a and b.
+  const lat = (l: { p50: number; p99: number }) => `p50 ${l.p50} µs, p99 ${l.p99} µs`;
+  const probes: ProbeRun[] = [];
+  for (let i = 0; i < 2 * PAIRS; i++) {
+    const [from, to] = i % 4 < 2 ? [a, b] : [b, a];
+    const run = await probeRun(from, to, `probe${i}`, i % 2 === 0);
+    probes.push(run);
+    console.log(
+      `random page writes, postcopy, ${run.cooperative ? 'cooperative' : 'blocking   '} faults: ` +
+        `${String(run.faults).padStart(5)} remote faults, latency ${lat(run)}`,
+    );
+  }
+  const medianLatency = (runs: { p50: number; p99: number }[]) => ({
+    p50: median(runs.map((r) => r.p50)),
+    p99: median(runs.map((r) => r.p99)),
+  });
+  const probeLatency = medianLatency(probes.filter((r) => r.cooperative));
+  results.faultLatencyUs = probeLatency;
+  results.blockingFaultLatencyUs = medianLatency(probes.filter((r) => !r.cooperative));
+
+  // 3. throughput right after the switchover, cooperative vs blocking faults. The clients
+  // are a closed loop with think time, so that before the migration the machine has room:
+  // at full speed they alone use both cores of a small machine, and any fault would then
+  // be measured as CPU queueing.
   const runs: KvRun[] = [];
-  for (let i = 0; i < 2 + 2 * KV_PAIRS; i++) {
+  for (let i = 0; i < 2 + 2 * PAIRS; i++) {
     const cooperative = i % 2 === 0;
     const [from, to] = i % 4 < 2 ? [a, b] : [b, a];
     const run = await kvRun(from, to, `kv${i}`, cooperative);
@@ -168,23 +230,19 @@ async function main() {
     runs.push(run);
     console.log(
       `kv, 1 vCPU, postcopy, ${cooperative ? 'cooperative' : 'blocking   '} faults: ${String(run.faults).padStart(5)} remote faults, ` +
-        `latency p50 ${String(run.p50).padStart(5)} µs p99 ${String(run.p99).padStart(6)} µs; ${run.before.toFixed(0)} ops/s before, ` +
+        `latency ${lat(run)}; ${run.before.toFixed(0)} ops/s before, ` +
         `${(run.first1s * 100).toFixed(0)}% of it in the first second after the switchover`,
     );
   }
   const coop = runs.filter((r) => r.cooperative);
   const blocking = runs.filter((r) => !r.cooperative);
   const ratios = coop.map((c, k) => c.first1s / blocking[k].first1s);
-  results.faultLatencyUs = { p50: median(coop.map((r) => r.p50)), p99: median(coop.map((r) => r.p99)) };
-  results.blockingFaultLatencyUs = {
-    p50: median(blocking.map((r) => r.p50)),
-    p99: median(blocking.map((r) => r.p99)),
-  };
+  results.kvFaultLatencyUs = { cooperative: medianLatency(coop), blocking: medianLatency(blocking) };
   results.coopOverBlockingFirst1s = median(ratios);
-  const lat = (l: { p50: number; p99: number }) => `p50 ${l.p50} µs, p99 ${l.p99} µs`;
   console.log(
-    `fault latency, medians of ${KV_PAIRS} runs: cooperative ${lat(results.faultLatencyUs as { p50: number; p99: number })} ` +
-      `(targets ≤ 150 and ≤ 1000), blocking ${lat(results.blockingFaultLatencyUs as { p50: number; p99: number })}\n` +
+    `fault latency, medians of ${PAIRS} runs: cooperative ${lat(probeLatency)} (targets ≤ 150 and ≤ 1000), ` +
+      `blocking ${lat(results.blockingFaultLatencyUs as { p50: number; p99: number })}; ` +
+      `under kv load: cooperative ${lat(medianLatency(coop))}, blocking ${lat(medianLatency(blocking))}\n` +
       `first second after the switchover, cooperative ÷ blocking: ${(results.coopOverBlockingFirst1s as number).toFixed(2)} ` +
       `(median; pairs ${ratios.map((r) => r.toFixed(2)).join(', ')})`,
   );

@@ -26,11 +26,11 @@ export interface DestinationResult {
 
 /**
  * Bulk frames are installed one per event-loop turn, so a demand page on the urgent lane
- * waits for at most one of them (a socket read hands over up to 32 chunks at once, and a
- * 256 KiB frame takes about a millisecond to check and install). Past this many queued
- * frames the bulk lane stops reading and TCP pushes back on the source.
+ * waits for at most one of them (a socket read hands over up to 32 chunks at once; a
+ * frame of BATCH_PAGES takes up to a quarter of a millisecond to check and install). Past
+ * this many queued frames the bulk lane stops reading and TCP pushes back on the source.
  */
-const BULK_BACKLOG_FRAMES = 16;
+const BULK_BACKLOG_FRAMES = 64;
 
 /** Absolute milliseconds (comparable between hosts on one machine), sub-ms precision. */
 const now = () => performance.timeOrigin + performance.now();

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { FramePool, framePool } from '../../src/host/frame-pool.ts';
+import { BATCH_PAGES, FramePool, framePool } from '../../src/host/frame-pool.ts';
 
 test('a buffer given back is handed out again, at the size asked for', () => {
   const pool = new FramePool(1000, 4);
@@ -59,5 +59,5 @@ test("the process's pool holds a whole bulk frame", () => {
   const f = framePool.take(framePool.capacity);
   assert.equal(f.length, framePool.capacity);
   framePool.give(f);
-  assert.ok(framePool.capacity > 64 * 4096);
+  assert.ok(framePool.capacity > BATCH_PAGES * 4096);
 });
