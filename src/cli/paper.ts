@@ -11,8 +11,9 @@ import { fillSize, type TrialResult } from '../lab/trial.ts';
 import type { MigrationReport, Report } from '../report/schema.ts';
 import { formatBytes, formatMs, table } from '../report/summary.ts';
 import { BIN_MS } from '../report/throughput.ts';
-import { type ScenarioVariant, validateScenario } from '../sim/scenario.ts';
+import { type Scenario, type ScenarioVariant, validateScenario } from '../sim/scenario.ts';
 import { HTTP_DEFAULTS, HttpLayout, KV_DEFAULTS, KvLayout } from '../sim/workloads.ts';
+import { simulate } from '../sim/world.ts';
 
 export interface PaperApp {
   app: 'kv' | 'http';
@@ -81,6 +82,8 @@ export function footprintPages(config: PaperConfig, app: 'kv' | 'http'): number 
 export interface Measured {
   /** Requests per second before the migration. */
   baselineOpsPerSec: number;
+  /** The guest's CPU per request before the migration (ms; 0: not measured). */
+  cpuMsPerRequest: number;
   /** Pages in use (not zero) when the migration began. */
   usedPages: number;
   /** From the request to the first page: the destination boots, the lanes connect. */
@@ -149,6 +152,7 @@ export function measuredRuns(trials: TrialResult[]): Map<string, Measured> {
         m.variant,
         {
           baselineOpsPerSec: t.dip.baselineOpsPerSec,
+          cpuMsPerRequest: t.memory.requests > 0 ? t.memory.vcpuRunMs / t.memory.requests : 0,
           usedPages: t.memory.pages - t.memory.zeroPages,
           setupMs: m.setupMs,
           faultLatencyUs: meanOf(m.faultLatencyHistogram),
@@ -164,6 +168,73 @@ export function measuredRuns(trials: TrialResult[]): Map<string, Measured> {
       ];
     }),
   );
+}
+
+/**
+ * Requests per second of a closed loop of `n` clients, each thinking `thinkMs` (on
+ * average) between a reply and its next request, served one at a time at `cpuMs` a
+ * request: mean value analysis, exact for exponential times.
+ */
+export function closedLoopRate(n: number, cpuMs: number, thinkMs: number): number {
+  let queued = 0;
+  let rate = 0;
+  for (let k = 1; k <= n; k++) {
+    const response = cpuMs * (1 + queued);
+    rate = k / (thinkMs + response);
+    queued = rate * response;
+  }
+  return rate * 1000;
+}
+
+/**
+ * The twin's clients and server. The apps serve one handler at a time whatever the vCPUs
+ * (their lock); the guest's CPU per request, measured before the migration, sets the
+ * server's speed. A request's way outside the guest (client, switch, host threads) is
+ * what the clients' cycle has beyond that: the think time with which the simulated loop
+ * gives the measured rate. Without it every connection would queue in the guest, and in
+ * postcopy more of them would fault at once than really do. Not measured: a server just
+ * fast enough for the rate, no think time.
+ */
+export function clientLoop(connections: number, m: Measured | undefined): { cpuMs: number; thinkMs: number } {
+  const rate = m?.baselineOpsPerSec ?? 0;
+  if (!(rate > 0)) return { cpuMs: 0.1, thinkMs: 0 };
+  const saturated = 1000 / rate;
+  const measured = m?.cpuMsPerRequest ?? 0;
+  const cpuMs = measured > 0 ? Math.min(measured, saturated) : saturated;
+  if (closedLoopRate(connections, cpuMs, 0) <= rate) return { cpuMs, thinkMs: 0 };
+  // the rate falls as the think time grows: bisect
+  let lo = 0;
+  let hi = (connections * 1000) / rate;
+  for (let i = 0; i < 50; i++) {
+    const mid = (lo + hi) / 2;
+    if (closedLoopRate(connections, cpuMs, mid) > rate) lo = mid;
+    else hi = mid;
+  }
+  return { cpuMs, thinkMs: (lo + hi) / 2 };
+}
+
+/**
+ * The twin with its clients' think time less what the simulator itself puts between a
+ * reply and the next request (the reply's way to the client over the host's link): a
+ * short run without the migration measures the simulated rate, and the think time takes
+ * up the difference in the clients' cycle.
+ */
+function thinkTimeFitted(scenario: Scenario, rate: number): Scenario {
+  const w = scenario.vms[0]?.workload as { connections?: number; thinkMs?: number } | undefined;
+  if (!(rate > 0) || !w?.connections || !w.thinkMs) return scenario;
+  const probe = simulate({ ...scenario, migrations: [], durationS: 3 }, { seed: 1 });
+  const bins = probe.workloads[0].throughput.filter(([t]) => t >= 500 && t < 3000);
+  const simulated = bins.reduce((n, [, perSec]) => n + perSec, 0) / Math.max(1, bins.length);
+  if (!(simulated > 0)) return scenario;
+  const cycleMs = (x: number) => (w.connections! * 1000) / x;
+  const thinkMs = Math.max(0, w.thinkMs + cycleMs(rate) - cycleMs(simulated));
+  return {
+    ...scenario,
+    vms: [
+      { ...scenario.vms[0], workload: { ...scenario.vms[0].workload, thinkMs } },
+      ...scenario.vms.slice(1),
+    ],
+  } as Scenario;
 }
 
 /**
@@ -184,14 +255,12 @@ export function paperScenarios(
       const name = runName(a, v);
       const m = measured.get(name);
       const workers = config.vcpus * config.servers;
-      // closed loop, CPU-bound, and the apps run one handler at a time whatever the vCPUs
-      // (their lock): 1000 / cpuMs requests per second
-      const cpuMs = m && m.baselineOpsPerSec > 0 ? 1000 / m.baselineOpsPerSec : 0.1;
+      const { cpuMs, thinkMs } = clientLoop(config.connections, m);
       const { keys, objects } = fillSize(config.fillMiB);
       const workload =
         a.app === 'kv'
-          ? { kind: 'kv', workers, connections: config.connections, cpuMs, keys, valueBytes: 1000 }
-          : { kind: 'http', workers, connections: config.connections, cpuMs, objects };
+          ? { kind: 'kv', workers, connections: config.connections, thinkMs, cpuMs, keys, valueBytes: 1000 }
+          : { kind: 'http', workers, connections: config.connections, thinkMs, cpuMs, objects };
       const warmS = config.warmupMs / 1000;
       // a demand's round trip is twice the path's latency (both hosts' share) plus the
       // page's time on the wire: the measured median sets the hosts' latency
@@ -231,7 +300,8 @@ export function paperScenarios(
           },
         ],
       };
-      out.push({ name, scenario: validateScenario(raw, `paper ${name}`) });
+      const scenario = validateScenario(raw, `paper ${name}`);
+      out.push({ name, scenario: thinkTimeFitted(scenario, m?.baselineOpsPerSec ?? 0) });
     }
   return out;
 }

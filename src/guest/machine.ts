@@ -61,6 +61,9 @@ export class GuestMachine {
   private rr = 0;
   private pausing: ((r: { vcpu: number; pending: Request[]; stats: VcpuStats }) => void) | null = null;
   private statsWaiter: ((r: { vcpu: number; stats: VcpuStats }) => void) | null = null;
+  private statsStopped: (() => void) | null = null;
+  private statsChain: Promise<unknown> = Promise.resolve();
+  private stopped = false;
   /** Faults parked under tokens, by page: the vCPUs to tell "page ready". */
   private readonly tokens = new Map<number, { vcpu: number; token: number }[]>();
   /** A vCPU touched a page that is not here: the migration must fetch it. */
@@ -163,19 +166,33 @@ export class GuestMachine {
     }
   }
 
-  /** The vCPUs' fault and blocking counters, summed. */
-  async collectStats(): Promise<VcpuStats> {
+  /**
+   * The vCPUs' counters, summed. One collection at a time; a stop ends one early with
+   * what had arrived.
+   */
+  collectStats(): Promise<VcpuStats> {
+    const next = this.statsChain.then(() => this.collectOnce());
+    this.statsChain = next.catch(() => {});
+    return next;
+  }
+
+  private collectOnce(): Promise<VcpuStats> {
     const sum = noStats();
-    await new Promise<void>((resolve) => {
+    if (this.stopped) return Promise.resolve(sum);
+    return new Promise<VcpuStats>((resolve) => {
       let n = 0;
+      const done = () => {
+        this.statsWaiter = null;
+        this.statsStopped = null;
+        resolve(sum);
+      };
+      this.statsStopped = done;
       this.statsWaiter = (r) => {
         addStats(sum, r.stats);
-        if (++n === this.workers.length) resolve();
+        if (++n === this.workers.length) done();
       };
       for (const w of this.workers) w.postMessage({ type: 'stats' } satisfies ToVcpu);
     });
-    this.statsWaiter = null;
-    return sum;
   }
 
   /** Pages landed (already installed in RAM and marked present): wake what waited. */
@@ -276,6 +293,8 @@ export class GuestMachine {
 
   async stop(): Promise<void> {
     this.running = false;
+    this.stopped = true;
+    this.statsStopped?.();
     Atomics.store(this.control, CONTROL_ABORT, 1);
     await Promise.all(this.workers.map((w) => w.terminate()));
     this.dropReplies('the VM stopped');

@@ -22,7 +22,7 @@ export interface VmInfo {
   clients?: { connections: number; served: number };
 }
 
-/** What a VM's memory holds and how fast its guest writes it (outside migrations). */
+/** What a VM's memory holds, how fast its guest writes it and how busy it is (outside migrations). */
 export interface MemoryProfile {
   pages: number;
   /** Pages holding only zeroes (a migration sends them as bare records). */
@@ -30,6 +30,10 @@ export interface MemoryProfile {
   /** Distinct pages written during the sample. */
   dirtyPages: number;
   sampleMs: number;
+  /** The vCPU threads' time on a host core during the sample, all vCPUs together. */
+  vcpuRunMs: number;
+  /** Requests the guest's tasks completed during the sample. */
+  requests: number;
 }
 
 export interface CreateVm {

@@ -280,13 +280,23 @@ export class Host {
       throw new ApiError(409, `VM '${name}' is ${vm.state}: its dirty log belongs to the migration`);
     if (!(Number.isFinite(sampleMs) && sampleMs >= 10 && sampleMs <= 60_000))
       throw new ApiError(400, `sampleMs: '${sampleMs}' must be from 10 to 60000`);
-    const ram = vm.machine.ram;
+    const machine = vm.machine;
+    const ram = machine.ram;
     const dirty = new PageSet(ram.pages);
+    const before = await machine.collectStats();
     ram.syncDirty(dirty);
     dirty.clear();
     await new Promise((r) => setTimeout(r, sampleMs));
     ram.syncDirty(dirty);
-    return { pages: ram.pages, zeroPages: ram.zeroPagesIn(0, ram.pages), dirtyPages: dirty.size, sampleMs };
+    const after = await machine.collectStats();
+    return {
+      pages: ram.pages,
+      zeroPages: ram.zeroPagesIn(0, ram.pages),
+      dirtyPages: dirty.size,
+      sampleMs,
+      vcpuRunMs: Math.max(0, after.runMs - before.runMs),
+      requests: Math.max(0, after.ops - before.ops),
+    };
   }
 
   // --- outgoing migrations ----------------------------------------------------------------

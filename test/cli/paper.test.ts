@@ -2,8 +2,10 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { measuredRuns, PAPER, paperScenarios } from '../../src/cli/paper.ts';
+import fc from 'fast-check';
+import { clientLoop, closedLoopRate, measuredRuns, PAPER, paperScenarios } from '../../src/cli/paper.ts';
 import type { TrialResult } from '../../src/lab/trial.ts';
+import { simulate } from '../../src/sim/world.ts';
 
 /** A postcopy trial as measuredRuns reads it: faults, the vCPUs' waits, one latency bucket. */
 function trial(variant: string, cooperative: boolean, vcpu: Record<string, number>): TrialResult {
@@ -59,4 +61,62 @@ test('the twin serves what the real app served: one handler at a time, whatever 
   assert.equal((vm.workload as { cpuMs: number }).cpuMs, 1000 / 10_000);
   assert.equal(vm.faultWakeUs, m.get('kv-postcopy-cooperative')!.faultWakeUs);
   assert.equal(s.network.efficiency, 0.8);
+});
+
+test('closed loop: one client alternates thinking and service; many saturate the server', () => {
+  assert.equal(closedLoopRate(1, 2, 8), 100);
+  assert.ok(Math.abs(closedLoopRate(200, 2, 8) - 500) < 1e-6);
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 64 }),
+      fc.double({ min: 0.01, max: 5, noNaN: true }),
+      fc.double({ min: 0, max: 50, noNaN: true }),
+      (n, cpuMs, thinkMs) => {
+        const rate = closedLoopRate(n, cpuMs, thinkMs);
+        assert.ok(rate <= 1000 / cpuMs + 1e-9, 'no faster than the server');
+        assert.ok(rate <= (n * 1000) / (thinkMs + cpuMs) + 1e-9, 'no faster than the clients');
+        assert.ok(closedLoopRate(n, cpuMs, thinkMs + 1) <= rate + 1e-9, 'thinking longer, fewer requests');
+      },
+    ),
+  );
+});
+
+test("the twin's clients think for what a request spends outside the guest, so the loop gives the measured rate", () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 64 }),
+      fc.double({ min: 0.01, max: 2, noNaN: true }),
+      fc.double({ min: 0.05, max: 1, noNaN: true }),
+      (n, cpuMs, load) => {
+        // the guest busy `load` of the time at the measured rate
+        const rate = (load * 1000) / cpuMs;
+        const loop = clientLoop(n, { baselineOpsPerSec: rate, cpuMsPerRequest: cpuMs } as never);
+        assert.equal(loop.cpuMs, cpuMs);
+        assert.ok(Math.abs(closedLoopRate(n, loop.cpuMs, loop.thinkMs) / rate - 1) < 1e-3);
+      },
+    ),
+  );
+  // more CPU per request than the rate leaves room for (the vCPUs' own work beside the
+  // handlers): a saturated server, no think time
+  assert.deepEqual(clientLoop(16, { baselineOpsPerSec: 1000, cpuMsPerRequest: 3 } as never), {
+    cpuMs: 1,
+    thinkMs: 0,
+  });
+  assert.deepEqual(clientLoop(16, undefined), { cpuMs: 0.1, thinkMs: 0 });
+});
+
+test('a twin whose guest was busy 40% of the time serves the measured rate in the simulator', () => {
+  const t = trial('kv-postcopy-cooperative', true, { asyncFaults: 10, vcpuParkedMs: 50 });
+  // 4,000 requests a second, 0.1 ms of guest CPU each
+  (t.dip as { baselineOpsPerSec: number }).baselineOpsPerSec = 4000;
+  Object.assign(t.memory, { vcpuRunMs: 400, requests: 4000, sampleMs: 1000 });
+  const m = measuredRuns([t]);
+  assert.ok(Math.abs(m.get('kv-postcopy-cooperative')!.cpuMsPerRequest - 0.1) < 1e-12);
+  const s = paperScenarios(PAPER, m, 0.8).find((x) => x.name === 'kv-postcopy-cooperative')!.scenario;
+  const w = s.vms[0].workload as { cpuMs: number; thinkMs: number };
+  assert.ok(w.thinkMs > 2, `think time ${w.thinkMs} ms`);
+  const r = simulate(s, { seed: 3 });
+  const before = r.workloads[0].throughput.filter(([tMs]) => tMs >= 1000 && tMs < 3500);
+  const rate = before.reduce((x, [, v]) => x + v, 0) / before.length;
+  assert.ok(Math.abs(rate / 4000 - 1) < 0.1, `simulated ${rate.toFixed(0)} requests/s before the migration`);
 });

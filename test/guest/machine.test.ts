@@ -68,6 +68,18 @@ test("the vCPUs report their threads' time on a host core and waiting for one", 
   }
 });
 
+test('stats asked for twice at once are collected one after the other; a stop ends a collection', async () => {
+  const m = await boot('answers', 2);
+  for (let i = 0; i < 20; i++) await ask(m, 'SET', String(i));
+  const [x, y] = await Promise.all([m.collectStats(), m.collectStats()]);
+  assert.equal(x.ops, 20);
+  assert.equal(y.ops, 20);
+  const pending = m.collectStats();
+  await m.stop();
+  assert.ok((await pending).ops <= 20, 'answered with what had arrived');
+  assert.equal((await m.collectStats()).ops, 0, 'a stopped VM has nothing to report');
+});
+
 test('a request goes to the vCPU with the fewest in hand; ties go round', () => {
   fc.assert(
     fc.property(fc.array(fc.nat(20), { minLength: 1, maxLength: 8 }), fc.nat(100), (outstanding, turn) => {

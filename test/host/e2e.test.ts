@@ -19,6 +19,7 @@ import {
   call,
   type IncomingInfo,
   type IncomingRequest,
+  type MemoryProfile,
   type MigrationInfo,
   type RealMigrationReport,
   type StartMigration,
@@ -365,6 +366,34 @@ describe('two hosts', () => {
     for (const [k, v] of result.acked) allAcked.set(k, v);
     return { report, load: result };
   }
+
+  test('the memory profile samples what the guest writes and how busy its vCPUs are', async () => {
+    const opts: LoadOptions = {
+      endpoint: await locator(VM, [a, b])(''),
+      connections: 4,
+      keys: 500,
+      keyPrefix: 'profile:',
+      valueBytes: 100,
+      setRatio: 0.5,
+      durationMs: 60_000,
+    };
+    const load = trackedLoad(opts);
+    await until('the load to run', async () => load.progress().completed >= 500);
+    const [host] = await whereIs(VM, [a, b]);
+    const p = await api<MemoryProfile>(host.host, 'GET', `/v1/vms/${VM}/memory?sampleMs=500`);
+    load.stop();
+    assertNothingLost(await load.done);
+    assert.equal(p.pages, (32 * 2 ** 20) / 4096);
+    assert.ok(p.zeroPages > 0 && p.zeroPages < p.pages, `${p.zeroPages} zero pages`);
+    assert.ok(p.dirtyPages > 0, 'SETs write pages');
+    assert.ok(p.requests > 50, `${p.requests} requests in the sample`);
+    // two vCPU threads, at most both on a core the whole time
+    assert.ok(p.vcpuRunMs > 0 && p.vcpuRunMs <= 2 * 500 * 1.2, `${p.vcpuRunMs} ms of vCPU time`);
+    await assert.rejects(
+      api(host.host, 'GET', `/v1/vms/${VM}/memory?sampleMs=5`),
+      /sampleMs: '5' must be from 10 to 60000/,
+    );
+  });
 
   test('kv under load: precopy', async (t) => {
     const { report } = await underLoad(t, a, b, 'precopy');
