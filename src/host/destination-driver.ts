@@ -35,9 +35,12 @@ const BULK_BACKLOG_FRAMES = 64;
 /** Absolute milliseconds (comparable between hosts on one machine), sub-ms precision. */
 const now = () => performance.timeOrigin + performance.now();
 
+/** The destination's side of one migration, into a new VM whose RAM is all zeros. */
 export class DestinationDriver {
   readonly destination: MigrationDestination;
   private readonly sums: Uint32Array;
+  /** Pages this migration put data in; the rest of the new VM's RAM is still zero. */
+  private readonly written: Uint8Array;
   private finished = false;
   private readonly result: Partial<DestinationResult> = { resumedAt: -1, postcopy: false };
   private resolveDone!: (r: DestinationResult) => void;
@@ -56,6 +59,7 @@ export class DestinationDriver {
     const ram = machine.ram;
     this.destination = new MigrationDestination(ram.pages);
     this.sums = new Uint32Array(ram.pages);
+    this.written = new Uint8Array(ram.pages);
     this.done = new Promise((r) => {
       this.resolveDone = r;
     });
@@ -101,7 +105,7 @@ export class DestinationDriver {
     }
     const arrival = this.destination.receive(t, msg);
     if (arrival && msg.type === 'pages' && arrival.install.length > 0) {
-      installBatch(this.machine.ram, msg.batch, arrival.install, this.sums);
+      installBatch(this.machine.ram, msg.batch, arrival.install, this.sums, this.written);
       this.machine.pagesArrived(arrival.install);
     }
     // the pages are in guest RAM: the frame they came in can take another

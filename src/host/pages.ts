@@ -57,9 +57,18 @@ export function fillBatch(ram: GuestRam, batch: PageBatch): void {
 /**
  * Writes the pages of `batch` that fall in `install` (runs the destination engine accepted,
  * each within one run of the batch, in the batch's order)
- * into guest RAM, records their checksums and marks them present.
+ * into guest RAM, records their checksums and marks them present. `written`, when given,
+ * marks the pages this migration has put data in, the others still holding the zeros of a
+ * new VM's RAM: a zero page costs nothing there, not even a look (an idle VM is mostly
+ * zero pages, and looking at fresh memory makes the host map it).
  */
-export function installBatch(ram: GuestRam, batch: PageBatch, install: number[], sums: Uint32Array): void {
+export function installBatch(
+  ram: GuestRam,
+  batch: PageBatch,
+  install: number[],
+  sums: Uint32Array,
+  written?: Uint8Array,
+): void {
   if (!batch.data || !batch.zeroMask) throw new Error('pages frame without contents');
   const src = Buffer.from(batch.data.buffer, batch.data.byteOffset, batch.data.byteLength);
   const dst = Buffer.from(ram.buffers.data);
@@ -89,8 +98,8 @@ export function installBatch(ram: GuestRam, batch: PageBatch, install: number[],
         p++;
         i++;
       } else if (isZero(i)) {
-        // fresh guest RAM is zero already: most zero pages cost only a look
-        if (!ram.isZeroPage(p)) ram.page(p).fill(0);
+        if (written ? written[p] : !ram.isZeroPage(p)) ram.page(p).fill(0);
+        if (written) written[p] = 0;
         sums[p] = ZERO_PAGE_CRC;
         p++;
         i++;
@@ -101,6 +110,7 @@ export function installBatch(ram: GuestRam, batch: PageBatch, install: number[],
         const at = off;
         for (; p < end && want[i] && !isZero(i); p++, i++) {
           sums[p] = crc32(src.subarray(off, off + PAGE_SIZE));
+          if (written) written[p] = 1;
           off += PAGE_SIZE;
         }
         src.copy(dst, from * PAGE_SIZE, at, off);

@@ -233,8 +233,10 @@ export class GuestRuntime {
   // --- clients and operations ---------------------------------------------------------
 
   private think(client: number): void {
-    const thinkMs = this.model.clients!.thinkMs;
-    if (thinkMs > 0) this.queue.after(this.rng.exp(thinkMs), this.senders[client]);
+    const { thinkMs, pathMs } = this.model.clients!;
+    // the host path runs on host CPUs: a migration's load slows it as it slows the vCPUs
+    const ms = (thinkMs > 0 ? this.rng.exp(thinkMs) : 0) + pathMs * this.cpuFactor;
+    if (ms > 0) this.queue.after(ms, this.senders[client]);
     else this.send(client);
   }
 

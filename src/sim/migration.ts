@@ -232,7 +232,9 @@ export class SimMigration {
       } else if (e.type === 'finished') this.end(e.outcome, e.reason);
     }
     const msgs = this.destination.takeMessages();
-    if (msgs.length > 0) this.queue.after(this.path.latencyMs, () => this.toSource(msgs));
+    if (msgs.length === 0) return;
+    const delayMs = msgs.some((m) => m.type === 'demand') ? this.spec.demandDelayUs / 1000 : 0;
+    this.queue.after(this.path.latencyMs + delayMs, () => this.toSource(msgs));
   }
 
   private toSource(msgs: DestinationMessage[]): void {

@@ -75,12 +75,20 @@ const fraction = z.number().min(0, 'must be in [0, 1]').max(1, 'must be in [0, 1
 
 /** The fields every server workload has: its tasks, its closed-loop clients, its faults. */
 const serverFields = (
-  d: { workers: number; connections: number; thinkMs: number; cpuMs: number; kernelFaultFraction: number },
+  d: {
+    workers: number;
+    connections: number;
+    thinkMs: number;
+    pathMs: number;
+    cpuMs: number;
+    kernelFaultFraction: number;
+  },
   cpu = 'CPU per request',
 ) => ({
   workers: count('workers').default(d.workers),
   connections: count('connections').default(d.connections),
   thinkMs: nonNegative('think time').default(d.thinkMs),
+  pathMs: nonNegative('request path time').default(d.pathMs),
   cpuMs: positive(cpu).default(d.cpuMs),
   kernelFaultFraction: fraction.default(d.kernelFaultFraction),
 });
@@ -188,6 +196,11 @@ const Migration = z.strictObject({
   maxBandwidthMbps: positive('max bandwidth').optional(),
   /** Time before the first page moves: connecting, creating the destination VM. */
   setupMs: nonNegative('setup time').default(0),
+  /**
+   * The hosts' time to notice and answer a demand, beyond the path's latency and the
+   * page's time on the wire (their event loops busy with the migration's other work).
+   */
+  demandDelayUs: nonNegative('demand delay').default(0),
 });
 
 /** A variant re-runs the scenario with these fields changed in every VM and migration. */

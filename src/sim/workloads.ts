@@ -39,8 +39,13 @@ export interface TaskClass {
 export interface WorkloadModel {
   kind: WorkloadKind;
   tasks: TaskClass[];
-  /** Closed-loop clients sending requests to the server tasks. */
-  clients: { connections: number; thinkMs: number } | null;
+  /**
+   * Closed-loop clients sending requests to the server tasks: each thinks `thinkMs` (on
+   * average) between a reply and its next request, and each request and its reply spend
+   * `pathMs` on their way through the hosts outside the guest (network stacks, a switch);
+   * that part runs on host CPUs, and slows as the vCPUs do while a migration loads them.
+   */
+  clients: { connections: number; thinkMs: number; pathMs: number } | null;
   /** Share of remote faults taken in guest-kernel context (they always block). */
   kernelFaultFraction: number;
   /**
@@ -90,6 +95,8 @@ export interface WebParams {
   workers: number;
   connections: number;
   thinkMs: number;
+  /** A request's time on the hosts' request path outside the guest, ms (see WorkloadModel). */
+  pathMs: number;
   cpuMs: number;
   hotSetMiB: number;
   touches: number;
@@ -102,6 +109,8 @@ export interface OltpParams {
   workers: number;
   connections: number;
   thinkMs: number;
+  /** A request's time on the hosts' request path outside the guest, ms (see WorkloadModel). */
+  pathMs: number;
   cpuMs: number;
   /** B-tree depth above the leaves: root and inner pages are touched on every lookup. */
   depth: number;
@@ -130,6 +139,7 @@ export const WEB_DEFAULTS: WebParams = {
   workers: 16,
   connections: 64,
   thinkMs: 0,
+  pathMs: 0,
   cpuMs: 2,
   hotSetMiB: 256,
   touches: 30,
@@ -148,6 +158,7 @@ export const OLTP_DEFAULTS: OltpParams = {
   workers: 8,
   connections: 32,
   thinkMs: 0,
+  pathMs: 0,
   cpuMs: 2,
   depth: 3,
   lookups: 8,
@@ -207,7 +218,7 @@ export function oltpModel(p: OltpParams, usedPages: number): WorkloadModel {
   };
   return {
     kind: 'oltp',
-    clients: { connections: p.connections, thinkMs: p.thinkMs },
+    clients: { connections: p.connections, thinkMs: p.thinkMs, pathMs: p.pathMs },
     kernelFaultFraction: p.kernelFaultFraction,
     tasks: [
       {
@@ -277,6 +288,8 @@ export interface KvParams {
   workers: number;
   connections: number;
   thinkMs: number;
+  /** A request's time on the hosts' request path outside the guest, ms (see WorkloadModel). */
+  pathMs: number;
   /** CPU per request, ms. */
   cpuMs: number;
   /** Keys in the store, redis-benchmark's `-r`: `key:000000000000`, `key:000000000001`, ... */
@@ -292,6 +305,8 @@ export interface HttpParams {
   workers: number;
   connections: number;
   thinkMs: number;
+  /** A request's time on the hosts' request path outside the guest, ms (see WorkloadModel). */
+  pathMs: number;
   /** CPU per request, ms. */
   cpuMs: number;
   /** Objects served, with sizes cycling through HTTP_OBJECT_MIX (1 to 64 KiB). */
@@ -314,6 +329,7 @@ export const KV_DEFAULTS: KvParams = {
   workers: 16,
   connections: 16,
   thinkMs: 0,
+  pathMs: 0,
   cpuMs: 0.1,
   keys: 100000,
   valueBytes: 1000,
@@ -332,6 +348,7 @@ export const HTTP_DEFAULTS: HttpParams = {
   workers: 16,
   connections: 16,
   thinkMs: 0,
+  pathMs: 0,
   cpuMs: 0.1,
   objects: 256,
   counters: 1024,
@@ -540,13 +557,13 @@ export class HttpLayout {
 /** Server tasks answering closed-loop clients, each request one operation from `next`. */
 function serverModel(
   kind: WorkloadKind,
-  p: { workers: number; connections: number; thinkMs: number; kernelFaultFraction: number },
+  p: { workers: number; connections: number; thinkMs: number; pathMs: number; kernelFaultFraction: number },
   next: TaskClass['next'],
   ferryApp = false,
 ): WorkloadModel {
   return {
     kind,
-    clients: { connections: p.connections, thinkMs: p.thinkMs },
+    clients: { connections: p.connections, thinkMs: p.thinkMs, pathMs: p.pathMs },
     kernelFaultFraction: p.kernelFaultFraction,
     tasks: [{ name: 'worker', count: p.workers, role: 'server', pauseMs: 0, next }],
     // Ferry's apps hold one lock for every handler and rerun a parked one

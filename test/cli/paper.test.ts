@@ -55,7 +55,9 @@ test('each twin takes its fault wake-up from its own run: blocked or parked time
 
 test('the twin serves what the real app served: one handler at a time, whatever the vCPUs', () => {
   const m = measuredRuns([trial('kv-postcopy-cooperative', true, { asyncFaults: 10, vcpuParkedMs: 50 })]);
-  const s = paperScenarios(PAPER, m, 0.8).find((x) => x.name === 'kv-postcopy-cooperative')!.scenario;
+  const s = paperScenarios(PAPER, m, { efficiency: 0.8 }).find(
+    (x) => x.name === 'kv-postcopy-cooperative',
+  )!.scenario;
   const vm = s.vms[0];
   assert.ok(PAPER.vcpus > 1, 'the experiment gives the VM more than one vCPU');
   assert.equal((vm.workload as { cpuMs: number }).cpuMs, 1000 / 10_000);
@@ -63,7 +65,7 @@ test('the twin serves what the real app served: one handler at a time, whatever 
   assert.equal(s.network.efficiency, 0.8);
 });
 
-test('closed loop: one client alternates thinking and service; many saturate the server', () => {
+test('closed loop: one client alternates path and service; many saturate the server', () => {
   assert.equal(closedLoopRate(1, 2, 8), 100);
   assert.ok(Math.abs(closedLoopRate(200, 2, 8) - 500) < 1e-6);
   fc.assert(
@@ -71,17 +73,17 @@ test('closed loop: one client alternates thinking and service; many saturate the
       fc.integer({ min: 1, max: 64 }),
       fc.double({ min: 0.01, max: 5, noNaN: true }),
       fc.double({ min: 0, max: 50, noNaN: true }),
-      (n, cpuMs, thinkMs) => {
-        const rate = closedLoopRate(n, cpuMs, thinkMs);
+      (n, cpuMs, pathMs) => {
+        const rate = closedLoopRate(n, cpuMs, pathMs);
         assert.ok(rate <= 1000 / cpuMs + 1e-9, 'no faster than the server');
-        assert.ok(rate <= (n * 1000) / (thinkMs + cpuMs) + 1e-9, 'no faster than the clients');
-        assert.ok(closedLoopRate(n, cpuMs, thinkMs + 1) <= rate + 1e-9, 'thinking longer, fewer requests');
+        assert.ok(rate <= (n * 1000) / (pathMs + cpuMs) + 1e-9, 'no faster than the clients');
+        assert.ok(closedLoopRate(n, cpuMs, pathMs + 1) <= rate + 1e-9, 'a longer path, fewer requests');
       },
     ),
   );
 });
 
-test("the twin's clients think for what a request spends outside the guest, so the loop gives the measured rate", () => {
+test("the twin's requests spend outside the guest what the measured rate leaves, so the loop gives the measured rate", () => {
   fc.assert(
     fc.property(
       fc.integer({ min: 1, max: 64 }),
@@ -92,17 +94,17 @@ test("the twin's clients think for what a request spends outside the guest, so t
         const rate = (load * 1000) / cpuMs;
         const loop = clientLoop(n, { baselineOpsPerSec: rate, cpuMsPerRequest: cpuMs } as never);
         assert.equal(loop.cpuMs, cpuMs);
-        assert.ok(Math.abs(closedLoopRate(n, loop.cpuMs, loop.thinkMs) / rate - 1) < 1e-3);
+        assert.ok(Math.abs(closedLoopRate(n, loop.cpuMs, loop.pathMs) / rate - 1) < 1e-3);
       },
     ),
   );
   // more CPU per request than the rate leaves room for (the vCPUs' own work beside the
-  // handlers): a saturated server, no think time
+  // handlers): a saturated server, no request path
   assert.deepEqual(clientLoop(16, { baselineOpsPerSec: 1000, cpuMsPerRequest: 3 } as never), {
     cpuMs: 1,
-    thinkMs: 0,
+    pathMs: 0,
   });
-  assert.deepEqual(clientLoop(16, undefined), { cpuMs: 0.1, thinkMs: 0 });
+  assert.deepEqual(clientLoop(16, undefined), { cpuMs: 0.1, pathMs: 0 });
 });
 
 test('a twin whose guest was busy 40% of the time serves the measured rate in the simulator', () => {
@@ -112,11 +114,23 @@ test('a twin whose guest was busy 40% of the time serves the measured rate in th
   Object.assign(t.memory, { vcpuRunMs: 400, requests: 4000, sampleMs: 1000 });
   const m = measuredRuns([t]);
   assert.ok(Math.abs(m.get('kv-postcopy-cooperative')!.cpuMsPerRequest - 0.1) < 1e-12);
-  const s = paperScenarios(PAPER, m, 0.8).find((x) => x.name === 'kv-postcopy-cooperative')!.scenario;
-  const w = s.vms[0].workload as { cpuMs: number; thinkMs: number };
-  assert.ok(w.thinkMs > 2, `think time ${w.thinkMs} ms`);
+  const s = paperScenarios(PAPER, m, { efficiency: 0.8 }).find(
+    (x) => x.name === 'kv-postcopy-cooperative',
+  )!.scenario;
+  const w = s.vms[0].workload as { cpuMs: number; pathMs: number };
+  assert.ok(w.pathMs > 2, `request path ${w.pathMs} ms`);
   const r = simulate(s, { seed: 3 });
   const before = r.workloads[0].throughput.filter(([tMs]) => tMs >= 1000 && tMs < 3500);
   const rate = before.reduce((x, [, v]) => x + v, 0) / before.length;
   assert.ok(Math.abs(rate / 4000 - 1) < 0.1, `simulated ${rate.toFixed(0)} requests/s before the migration`);
+});
+
+test('on loopback the twin caps only the migration, as the real source does: replies share no link with it', () => {
+  const [shaped] = paperScenarios(PAPER, new Map(), { efficiency: 0.9 });
+  assert.equal(shaped.scenario.hosts[0].nicMbps, PAPER.linkMbps);
+  assert.equal(shaped.scenario.migrations[0].maxBandwidthMbps, undefined);
+  assert.equal(shaped.scenario.network.efficiency, 0.9);
+  const [loop] = paperScenarios(PAPER, new Map(), { efficiency: 0.9, loopback: true });
+  assert.ok(loop.scenario.hosts.every((h) => h.nicMbps >= 10 * PAPER.linkMbps));
+  assert.equal(loop.scenario.migrations[0].maxBandwidthMbps, 0.9 * PAPER.linkMbps);
 });

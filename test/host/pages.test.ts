@@ -68,6 +68,52 @@ test('a batch installs exactly the accepted pages, whatever the order of its run
   );
 });
 
+test('into a new VM, zero pages are not even looked at, and every page ends as last sent', () => {
+  fc.assert(
+    fc.property(
+      // rounds of (page, contents): 0 is a zero page, else a fill byte
+      fc.array(fc.array(fc.tuple(fc.nat({ max: 11 }), fc.nat({ max: 3 })), { minLength: 1, maxLength: 8 }), {
+        minLength: 1,
+        maxLength: 6,
+      }),
+      (rounds) => {
+        const pages = 12;
+        const src = GuestRam.create(pages * PAGE, true);
+        const dst = GuestRam.create(pages * PAGE, false);
+        const sums = new Uint32Array(pages);
+        const written = new Uint8Array(pages);
+        const last = new Map<number, number>();
+        let looks = 0;
+        const look = dst.isZeroPage.bind(dst);
+        dst.isZeroPage = (p: number) => {
+          looks++;
+          return look(p);
+        };
+        for (const round of rounds) {
+          const pfns = [...new Map(round).entries()].sort((a, b) => a[0] - b[0]);
+          for (const [p, fill] of pfns) {
+            src.page(p).fill(fill);
+            last.set(p, fill);
+          }
+          const runs = pfns.flatMap(([p]) => [p, 1]);
+          const batch: PageBatch = { kind: 'bulk', runs, pageCount: pfns.length, zeroCount: 0 };
+          fillBatch(src, batch);
+          installBatch(dst, batch, runs, sums, written);
+        }
+        assert.equal(looks, 0, 'the bitmap answers for every zero page');
+        for (const [p, fill] of last) {
+          assert.ok(
+            dst.page(p).every((b) => b === fill),
+            `page ${p} holds ${fill}`,
+          );
+          assert.equal(written[p], fill === 0 ? 0 : 1);
+        }
+      },
+    ),
+    { numRuns: 300 },
+  );
+});
+
 test('the folded checksum names every page and its place', () => {
   const ram = GuestRam.create(8 * PAGE, true);
   const before = foldSums(pageSums(ram));

@@ -449,3 +449,50 @@ test('the app lock: a second vCPU adds no request rate; a blocking fault stalls 
     `blocked ${blocking.vcpuBlockedMs} ms of ${blocking.postcopyMs} ms`,
   );
 });
+
+test('the request path: it sets the clients’ rate beside the guest, and a migration’s host contention slows it', () => {
+  const run = (pathMs: number, hostContention: number, mode: 'precopy' | 'postcopy', demandDelayUs = 0) => {
+    const scenario = validateScenario({
+      name: 'kv-path',
+      settleS: 1,
+      hosts: [
+        { name: 'src', nicMbps: 1000 },
+        { name: 'dst', nicMbps: 1000 },
+      ],
+      vms: [
+        {
+          name: 'vm',
+          host: 'src',
+          ramMiB: 256,
+          usedMiB: 200,
+          hostContention,
+          workload: { kind: 'kv', keys: 20000, cpuMs: 0.02, connections: 16, pathMs },
+        },
+      ],
+      migrations: [{ vm: 'vm', to: 'dst', atS: 3, mode, cooperative: false, demandDelayUs }],
+    });
+    const r = simulate(scenario, { seed: 1 });
+    const m = r.migrations[0];
+    assert.equal(m.outcome, 'completed', m.reason);
+    const rate = (from: number, to: number) => {
+      const bins = r.workloads[0].throughput.filter(([t]) => t >= from && t < to);
+      return bins.reduce((n, [, ops]) => n + ops, 0) / bins.length;
+    };
+    // before the migration, and during its first second of precopy
+    return { before: rate(1000, 2900), during: rate(3100, 4000), m };
+  };
+  // 16 clients, 2 ms on the path each: 8,000 requests/s whatever the (fast) guest
+  const slow = run(2, 0, 'precopy');
+  assert.ok(Math.abs(slow.before / 8000 - 1) < 0.05, `${slow.before} requests/s`);
+  assert.ok(run(0, 0, 'precopy').before > 5 * slow.before, 'without a path the guest alone sets the rate');
+  // hosts busy with the migration: the path takes twice as long, half the requests
+  const busy = run(2, 1, 'precopy');
+  assert.ok(Math.abs(busy.during / busy.before - 0.5) < 0.05, `${busy.before} → ${busy.during} requests/s`);
+  // the demand delay adds to every demand's latency
+  const quick = run(2, 0, 'postcopy').m;
+  const delayed = run(2, 0, 'postcopy', 3000).m;
+  assert.ok(
+    delayed.faultLatencyUs.p50 - quick.faultLatencyUs.p50 >= 2900,
+    `p50 ${quick.faultLatencyUs.p50} → ${delayed.faultLatencyUs.p50} µs`,
+  );
+});

@@ -17,7 +17,7 @@ const PAGE_WAIT_MS = 5;
 function firstDone(restartOnPark: boolean): number {
   const model: WorkloadModel = {
     kind: 'kv',
-    clients: { connections: 1, thinkMs: 0 },
+    clients: { connections: 1, thinkMs: 0, pathMs: 0 },
     kernelFaultFraction: 0,
     tasks: [
       {

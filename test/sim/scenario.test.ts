@@ -351,6 +351,7 @@ test('defaults are applied to a minimal scenario', () => {
     resendInFlight: true,
     cooperative: true,
     setupMs: 0,
+    demandDelayUs: 0,
   });
   // defaults fill in around what is given
   const partial = valid();
