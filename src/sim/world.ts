@@ -42,6 +42,8 @@ export class World {
   readonly queue = new EventQueue();
   readonly net = new Network(this.queue);
   private readonly hosts = new Map<string, HostNode>();
+  /** Each host's flow of replies to the switch (see replyPath). */
+  private readonly replyFlows = new Map<string, Flow>();
   private readonly edges = new Map<string, Edge[]>();
   private readonly switchLatency = new Map<string, number>();
   readonly migrations: SimMigration[] = [];
@@ -117,22 +119,18 @@ export class World {
   }
 
   /**
-   * Replies leave through the NIC of the host the guest runs on, one flow per client
-   * connection (as TCP shares the link), and share its upload with migrations.
+   * Replies leave through the NIC of the host the guest runs on and share its upload with
+   * migrations. A host's client connections are multiplexed over its one link to the switch
+   * (as Ferry's hosts do): one flow per host, whatever its VMs and connections, so that
+   * replies in bulk take at most their fair share of the link beside a migration.
    */
   private replyPath(vm: SimVm): (client: number, bytes: number, delivered: () => void) => void {
-    const flows = new Map<string, Flow[]>();
-    return (client, bytes, delivered) => {
+    return (_client, bytes, delivered) => {
       const host = this.hosts.get(vm.runsOn)!;
-      let perClient = flows.get(vm.runsOn);
-      if (!perClient) {
-        perClient = [];
-        flows.set(vm.runsOn, perClient);
-      }
-      let flow = perClient[client];
+      let flow = this.replyFlows.get(vm.runsOn);
       if (!flow) {
         flow = new Flow([host.up], Number.POSITIVE_INFINITY);
-        perClient[client] = flow;
+        this.replyFlows.set(vm.runsOn, flow);
       }
       this.net.send(flow, bytes, () => this.queue.after(host.latencyMs, delivered));
     };

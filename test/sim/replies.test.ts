@@ -1,5 +1,5 @@
 // Server replies leave through the NIC of the host the guest runs on: they share its upload
-// with the migration's pages.
+// with the migration's pages, as one flow (the host's link to the switch).
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -7,7 +7,7 @@ import { httpObjectSize } from '../../src/apps/http.ts';
 import { validateScenario } from '../../src/sim/scenario.ts';
 import { simulate } from '../../src/sim/world.ts';
 
-function run(thinkMs: number) {
+function run(thinkMs: number, cpuMs = 1) {
   const scenario = validateScenario({
     name: 'replies',
     durationS: 60,
@@ -24,7 +24,7 @@ function run(thinkMs: number) {
         usedMiB: 64,
         vcpus: 1,
         // objects of 1 to 64 KiB, no counters written: nothing is dirtied
-        workload: { kind: 'http', connections: 8, thinkMs, cpuMs: 1, objects: 64, hitRatio: 0 },
+        workload: { kind: 'http', connections: 8, thinkMs, cpuMs, objects: 64, hitRatio: 0 },
         dirty: { rateMBps: 0 },
       },
     ],
@@ -56,5 +56,16 @@ test('replies share the source host’s upload: a migration out of a busy server
   assert.ok(
     Math.abs(busy.m.totalTimeMs / 1000 - left) / left < 0.15,
     `busy: ${busy.m.totalTimeMs} ms, ${left} s expected`,
+  );
+});
+
+test('replies are one flow per host, as its connections are multiplexed to the switch: in bulk they take half the link', () => {
+  // a server fast enough to send more than the link carries
+  const flood = run(0, 0.05);
+  const link = (200e6 * 0.94) / 8;
+  const half = flood.m.bytesSent / (link / 2);
+  assert.ok(
+    Math.abs(flood.m.totalTimeMs / 1000 - half) / half < 0.15,
+    `flooded: ${flood.m.totalTimeMs} ms, ${half} s expected`,
   );
 });
