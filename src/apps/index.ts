@@ -19,8 +19,11 @@ const NO_COMMANDS = encodeError('ERR memtouch is a batch job: it serves no comma
 export const APP_MODULE = import.meta.url;
 
 export function formatApp(kind: string, options: Record<string, unknown>, mem: GuestAccess): void {
-  if (kind === 'kv') KvStore.format(mem);
-  else if (kind === 'memtouch') Memtouch.format(mem, memtouchOptions(options));
+  if (kind === 'kv') {
+    const names = Object.keys(options);
+    if (names.length > 0) throw new Error(`kv app: takes no options (got '${names.join("', '")}')`);
+    KvStore.format(mem);
+  } else if (kind === 'memtouch') Memtouch.format(mem, memtouchOptions(options));
   else if (kind === 'http') HttpServer.format(mem, httpOptions(options));
   else throw new Error(`unknown app '${kind}' (known: ${APP_KINDS.join(', ')})`);
 }

@@ -77,7 +77,13 @@ async function api<T>(opts: ClientOpts, method: string, path: string, body?: unk
 
 export async function vmCreateCommand(
   name: string,
-  opts: ClientOpts & { ram: number; vcpus: number; app: string; servers: number },
+  opts: ClientOpts & {
+    ram: number;
+    vcpus: number;
+    app: string;
+    servers: number;
+    set?: Record<string, unknown>;
+  },
 ): Promise<void> {
   const vm = await api<VmInfo>(opts, 'POST', '/v1/vms', {
     name,
@@ -85,6 +91,7 @@ export async function vmCreateCommand(
     vcpus: opts.vcpus,
     app: opts.app,
     servers: opts.servers,
+    ...(opts.set ? { appOptions: opts.set } : {}),
   });
   console.log(`${vm.name}: ${vm.ramMiB} MiB, ${vm.vcpus} vCPU, ${vm.app}, clients at ${vm.endpoint}`);
 }

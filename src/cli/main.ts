@@ -17,6 +17,22 @@ export function parseCount(v: string): number {
   return Number(v);
 }
 
+/**
+ * One `KEY=VALUE` app option, added to those before it. The value is read as JSON when it
+ * is JSON (numbers, true/false), else taken as a string: `rateMBps=20`, `pattern=random`.
+ */
+export function parseAppOption(v: string, previous: Record<string, unknown> = {}): Record<string, unknown> {
+  const m = /^([A-Za-z][A-Za-z0-9]*)=(.*)$/.exec(v);
+  if (!m) throw new InvalidArgumentError(`'${v}' is not KEY=VALUE (e.g. rateMBps=20)`);
+  let value: unknown = m[2];
+  try {
+    value = JSON.parse(m[2]);
+  } catch {
+    // a bare word: a string
+  }
+  return { ...previous, [m[1]]: value };
+}
+
 export function parseSeed(v: string): number {
   if (!/^\d+$/.test(v) || Number(v) > 0xffffffff)
     throw new InvalidArgumentError('seed must be an integer 0..4294967295');
@@ -148,6 +164,11 @@ vm.command('create')
   .option('--vcpus <n>', 'vCPUs', parseCount, 1)
   .option('--app <kind>', 'kv | http | memtouch', 'kv')
   .option('--servers <n>', 'server tasks per vCPU', parseCount, 8)
+  .option(
+    '--set <key=value>',
+    'an app option, repeatable (memtouch: rateMBps, workingSetBytes, pagesPerStep, prefill, pattern; http: see the README)',
+    parseAppOption,
+  )
   .action(vmCreateCommand);
 vm.command('list')
   .description('list the VMs on a host')

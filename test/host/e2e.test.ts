@@ -5,7 +5,7 @@
 // generator (every command answered, every acknowledged SET readable afterwards).
 
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -393,6 +393,35 @@ describe('two hosts', () => {
       api(host.host, 'GET', `/v1/vms/${VM}/memory?sampleMs=5`),
       /sampleMs: '5' must be from 10 to 60000/,
     );
+  });
+
+  test('ferry vm create passes app options, and a bad one is refused by name', () => {
+    const cli = (...args: string[]) =>
+      spawnSync(process.execPath, [FERRY, 'vm', ...args, '--host', a.url, '--secret-file', SECRET_FILE], {
+        encoding: 'utf8',
+      });
+    const ok = cli(
+      'create',
+      'mt',
+      '--app',
+      'memtouch',
+      '--ram',
+      '16',
+      '--set',
+      'pattern=random',
+      '--set',
+      'rateMBps=5',
+    );
+    assert.equal(ok.status, 0, ok.stderr);
+    assert.match(ok.stdout, /^mt: 16 MiB, 1 vCPU, memtouch, clients at /);
+    const bad = cli('create', 'mt2', '--app', 'memtouch', '--set', 'pattern=zigzag');
+    assert.notEqual(bad.status, 0);
+    assert.match(bad.stderr, /option 'pattern' must be sequential or random, got "zigzag"/);
+    const kv = cli('create', 'kv2', '--app', 'kv', '--set', 'keys=5');
+    assert.match(kv.stderr, /kv app: takes no options \(got 'keys'\)/);
+    const malformed = cli('create', 'mt3', '--set', 'rateMBps');
+    assert.match(malformed.stderr, /'rateMBps' is not KEY=VALUE/);
+    assert.equal(cli('stop', 'mt').status, 0);
   });
 
   test('kv under load: precopy', async (t) => {
