@@ -123,6 +123,15 @@ function meanOf(histogram: [number, number][]): number {
   return n > 0 ? sum / n : 0;
 }
 
+/**
+ * The run's mean demand latency (µs): measured, or from the histogram for reports that
+ * carry no mean (at ¾ of each power-of-two bucket's bound, off by up to a third).
+ */
+function meanLatencyUs(m: TrialResult['migration']): number {
+  const mean = m.faultLatencyUs?.mean;
+  return typeof mean === 'number' && mean > 0 ? mean : meanOf(m.faultLatencyHistogram);
+}
+
 /** What the run's faults kept the guest waiting beyond the demands' mean latency (µs). */
 function faultWakeUs(m: TrialResult['migration']): number {
   if (m.mode !== 'postcopy') return 0;
@@ -132,7 +141,7 @@ function faultWakeUs(m: TrialResult['migration']): number {
       : m.syncFaults > 0
         ? (m.vcpuBlockedMs * 1000) / m.syncFaults
         : 0;
-  return waitUs > 0 ? Math.max(0, waitUs - meanOf(m.faultLatencyHistogram)) : 0;
+  return waitUs > 0 ? Math.max(0, waitUs - meanLatencyUs(m)) : 0;
 }
 
 /** The measured configuration of each real trial (by run name), for its simulated twin. */
@@ -158,7 +167,7 @@ export function measuredRuns(trials: TrialResult[]): Map<string, Measured> {
           cpuMsPerRequest: t.memory.requests > 0 ? t.memory.vcpuRunMs / t.memory.requests : 0,
           usedPages: t.memory.pages - t.memory.zeroPages,
           setupMs: m.setupMs,
-          faultLatencyUs: meanOf(m.faultLatencyHistogram),
+          faultLatencyUs: meanLatencyUs(m),
           // postcopy: the destination's vCPU threads' wait for a core ÷ their time on one (a
           // thread that waits w for every r it runs works at r ÷ (r + w) of its speed);
           // precopy: the slowdown of the app's precopy run

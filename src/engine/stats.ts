@@ -49,15 +49,24 @@ export interface Percentiles {
   p90: number;
   p99: number;
   max: number;
+  mean: number;
 }
 
-/** Nearest-rank percentiles; zeros for an empty sample. Sorts `values` in place. */
+/** Nearest-rank percentiles and the mean; zeros for an empty sample. Sorts `values` in place. */
 export function percentiles(values: number[]): Percentiles {
-  if (values.length === 0) return { p50: 0, p90: 0, p99: 0, max: 0 };
+  if (values.length === 0) return { p50: 0, p90: 0, p99: 0, max: 0, mean: 0 };
   values.sort((a, b) => a - b);
   const at = (q: number) =>
     values[Math.min(values.length - 1, Math.max(0, Math.ceil(q * values.length) - 1))];
-  return { p50: at(0.5), p90: at(0.9), p99: at(0.99), max: values[values.length - 1] };
+  let sum = 0;
+  for (const v of values) sum += v;
+  return {
+    p50: at(0.5),
+    p90: at(0.9),
+    p99: at(0.99),
+    max: values[values.length - 1],
+    mean: sum / values.length,
+  };
 }
 
 /** Counts per power-of-two bucket: [upper bound µs, count], from 16 µs up. */

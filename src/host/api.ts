@@ -2,6 +2,7 @@
 // every call carrying the hosts' shared secret. Requests and replies are typed here once.
 
 import type { MigrationMode } from '../engine/config.ts';
+import type { Percentiles } from '../engine/stats.ts';
 import type { MigrationReport } from '../report/schema.ts';
 
 export interface VmInfo {
@@ -115,7 +116,7 @@ export interface IncomingInfo {
     resumedAt: number;
     ramHash: string;
     remoteFaults: number;
-    faultLatencyUs: { p50: number; p90: number; p99: number; max: number };
+    faultLatencyUs: Percentiles;
     faultLatencyHistogram: [number, number][];
     asyncFaults: number;
     syncFaults: number;

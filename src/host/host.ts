@@ -445,7 +445,7 @@ export class Host {
       vcpuRunMs: d?.vcpuRunMs ?? 0,
       vcpuWaitMs: d?.vcpuWaitMs ?? 0,
       vcpuParkedMs: d?.vcpuParkedMs ?? 0,
-      faultLatencyUs: d?.faultLatencyUs ?? { p50: 0, p90: 0, p99: 0, max: 0 },
+      faultLatencyUs: d?.faultLatencyUs ?? { p50: 0, p90: 0, p99: 0, max: 0, mean: 0 },
       faultLatencyHistogram: d?.faultLatencyHistogram ?? [],
       postcopyMs: 0,
       missingPages: [],

@@ -249,7 +249,7 @@ function failedReport(
     asyncFaults: 0,
     syncFaults: 0,
     vcpuBlockedMs: 0,
-    faultLatencyUs: { p50: 0, p90: 0, p99: 0, max: 0 },
+    faultLatencyUs: { p50: 0, p90: 0, p99: 0, max: 0, mean: 0 },
     postcopyMs: 0,
     missingPages: [],
     faultLatencyHistogram: [],

@@ -120,7 +120,7 @@ migrations:
   for (const m of report.migrations) {
     for (const f of REPORT_FIELDS) assert.ok(f in m, `migration report lacks ${f}`);
     assert.deepEqual(Object.keys(m.pagesSent).sort(), ['bulk', 'prepaged', 'resent', 'urgent', 'zero']);
-    assert.deepEqual(Object.keys(m.faultLatencyUs).sort(), ['max', 'p50', 'p90', 'p99']);
+    assert.deepEqual(Object.keys(m.faultLatencyUs).sort(), ['max', 'mean', 'p50', 'p90', 'p99']);
     for (const v of [...Object.values(m.pagesSent), ...Object.values(m.faultLatencyUs)])
       assert.equal(typeof v, 'number');
     for (const f of ['startMs', 'totalTimeMs', 'downtimeMs', 'bytesSent', 'rounds', 'remoteFaults'])

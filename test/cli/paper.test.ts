@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import { clientLoop, closedLoopRate, measuredRuns, PAPER, paperScenarios } from '../../src/cli/paper.ts';
+import { percentiles } from '../../src/engine/stats.ts';
 import type { TrialResult } from '../../src/lab/trial.ts';
 import { simulate } from '../../src/sim/world.ts';
 
@@ -51,6 +52,32 @@ test('each twin takes its fault wake-up from its own run: blocked or parked time
   assert.equal(m.get('kv-postcopy-idle')!.faultWakeUs, 0, 'no fault, no wake-up');
   // the vCPU threads' wait per ms on a core is the twin's host contention
   assert.equal(m.get('kv-postcopy-blocking')!.hostContention, 2.5);
+});
+
+test('a twin takes the measured mean latency when the report has one, the histogram otherwise', () => {
+  const t = trial('kv-postcopy-blocking', false, { syncFaults: 100, vcpuBlockedMs: 500 });
+  (t.migration as { faultLatencyUs?: unknown }).faultLatencyUs = {
+    p50: 900,
+    p90: 2000,
+    p99: 3000,
+    max: 4000,
+    mean: 1234,
+  };
+  const m = measuredRuns([t]).get('kv-postcopy-blocking')!;
+  assert.equal(m.faultLatencyUs, 1234);
+  assert.equal(m.faultWakeUs, 5000 - 1234);
+});
+
+test('percentiles carry the mean: the sum over the count, zeros for nothing', () => {
+  fc.assert(
+    fc.property(fc.array(fc.integer({ min: 0, max: 1e6 }), { minLength: 1, maxLength: 200 }), (xs) => {
+      const p = percentiles([...xs]);
+      const mean = xs.reduce((a, b) => a + b, 0) / xs.length;
+      assert.ok(Math.abs(p.mean - mean) < 1e-6);
+      assert.ok(p.mean <= p.max && p.mean >= Math.min(...xs));
+    }),
+  );
+  assert.deepEqual(percentiles([]), { p50: 0, p90: 0, p99: 0, max: 0, mean: 0 });
 });
 
 test('the twin serves what the real app served: one handler at a time, whatever the vCPUs', () => {

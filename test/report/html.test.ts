@@ -52,7 +52,7 @@ function migration(
     asyncFaults: 1100,
     syncFaults: 100,
     vcpuBlockedMs: 830,
-    faultLatencyUs: { p50: 512, p90: 2048, p99: 8192, max: 16384 },
+    faultLatencyUs: { p50: 512, p90: 2048, p99: 8192, max: 16384, mean: 1100 },
     postcopyMs: 6000,
     missingPages,
     faultLatencyHistogram: [
