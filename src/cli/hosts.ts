@@ -30,6 +30,7 @@ export async function hostCommand(opts: {
   secretFile?: string;
   lanesPort: number;
   switch?: string;
+  ramPool: number;
 }) {
   const { host, port } = parseListen(opts.listen);
   if (opts.switch !== undefined && !/^.+:\d+$/.test(opts.switch))
@@ -41,6 +42,7 @@ export async function hostCommand(opts: {
     lanesPort: opts.lanesPort,
     secret: readSecret(opts.secretFile),
     switchAddress: opts.switch,
+    ramPoolMiB: opts.ramPool,
     log: (line) => console.error(`[${new Date().toISOString()}] ${opts.id}: ${line}`),
   });
   try {

@@ -33,6 +33,11 @@ export function parseAppOption(v: string, previous: Record<string, unknown> = {}
   return { ...previous, [m[1]]: value };
 }
 
+export function parseWhole(v: string): number {
+  if (!/^\d+$/.test(v)) throw new InvalidArgumentError('must be a whole number ≥ 0');
+  return Number(v);
+}
+
 export function parseSeed(v: string): number {
   if (!/^\d+$/.test(v) || Number(v) > 0xffffffff)
     throw new InvalidArgumentError('seed must be an integer 0..4294967295');
@@ -144,6 +149,12 @@ program
   .option('--secret-file <file>', 'the secret shared by all hosts (hex or raw, ≥ 16 bytes)')
   .option('--lanes-port <port>', 'TCP port for migration lanes (default: any free port)', parseCount, 0)
   .option('--switch <addr:port>', "the virtual switch its VMs' clients come through (default: a port per VM)")
+  .option(
+    '--ram-pool <MiB>',
+    'guest RAM kept mapped, once its VM left or stopped, for the next VMs of the same size (0: none)',
+    parseWhole,
+    2048,
+  )
   .action(hostCommand);
 
 program

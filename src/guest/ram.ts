@@ -43,14 +43,19 @@ export class GuestRam {
     this.waiters = new Int32Array(buffers.waiters);
   }
 
-  /** New RAM of `bytes` (a multiple of 4 KiB); every page present, or every page missing. */
-  static create(bytes: number, present: boolean): GuestRam {
+  /**
+   * New RAM of `bytes` (a multiple of 4 KiB); every page present, or every page missing.
+   * `data`, when given, is the memory to use: all zeros, `bytes` long.
+   */
+  static create(bytes: number, present: boolean, data?: SharedArrayBuffer): GuestRam {
     if (!(Number.isInteger(bytes) && bytes > 0 && bytes % PAGE_SIZE === 0))
       throw new RangeError(`guest RAM of ${bytes} bytes: must be a positive multiple of 4096`);
     if (bytes > MAX_RAM_BYTES) throw new RangeError(`guest RAM of ${bytes} bytes: at most ${MAX_RAM_BYTES}`);
     const pages = bytes / PAGE_SIZE;
+    if (data && data.byteLength !== bytes)
+      throw new RangeError(`guest RAM of ${bytes} bytes given a buffer of ${data.byteLength}`);
     const ram = new GuestRam({
-      data: new SharedArrayBuffer(bytes),
+      data: data ?? new SharedArrayBuffer(bytes),
       presence: new SharedArrayBuffer(pages * 4),
       dirty: new SharedArrayBuffer(Math.ceil(pages / 32) * 4),
       waiters: new SharedArrayBuffer(4),

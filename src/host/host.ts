@@ -27,6 +27,7 @@ import {
 import { type ClientPorts, DirectPorts } from './client-ports.ts';
 import { DestinationDriver } from './destination-driver.ts';
 import { type NicState, VmNic } from './nic.ts';
+import { RamPool } from './ram-pool.ts';
 import { type GuestDevices, type Lanes, SourceDriver } from './source-driver.ts';
 import { SwitchPorts } from './switch-link.ts';
 import {
@@ -46,6 +47,8 @@ export interface HostOptions {
   secret: Uint8Array;
   /** The virtual switch ("address:port") through which clients reach this host's VMs. */
   switchAddress?: string;
+  /** MiB of guest RAM kept, once its VM left or stopped, for the next VMs (default 2048). */
+  ramPoolMiB?: number;
   log: (line: string) => void;
 }
 
@@ -83,6 +86,7 @@ const clock = () => performance.timeOrigin + performance.now();
 
 export class Host {
   private readonly vms = new Map<string, Vm>();
+  private readonly ramPool: RamPool;
   private readonly outgoing = new Map<string, Outgoing>();
   private readonly incoming = new Map<string, Incoming>();
   private ports: ClientPorts;
@@ -94,6 +98,7 @@ export class Host {
   constructor(readonly options: HostOptions) {
     this.secretHex = Buffer.from(options.secret).toString('hex');
     this.ports = new DirectPorts(options.host);
+    this.ramPool = new RamPool((options.ramPoolMiB ?? 2048) * 2 ** 20);
   }
 
   get url(): string {
@@ -212,7 +217,8 @@ export class Host {
       throw new ApiError(400, `app: '${b.app}' is not one of ${APP_KINDS.join(', ')}`);
     const servers = b.servers ?? 8;
     const spec = machineSpec(b.ramMiB, b.vcpus, b.app, b.appOptions ?? {}, servers);
-    const ram = GuestRam.create(spec.ramBytes, true);
+    const pooled = this.ramPool.take(spec.ramBytes);
+    const ram = GuestRam.create(spec.ramBytes, true, pooled);
     formatApp(
       b.app,
       b.appOptions ?? {},
@@ -225,11 +231,11 @@ export class Host {
       vm.address = await this.ports.attach(vm.name, vm.nic, true);
     } catch (e) {
       this.vms.delete(vm.name);
-      await machine.stop();
+      await this.release(machine);
       throw new ApiError(409, (e as Error).message);
     }
     this.options.log(
-      `VM ${b.name} created: ${b.ramMiB} MiB, ${b.vcpus} vCPU, ${b.app}, clients at ${vm.address}`,
+      `VM ${b.name} created: ${b.ramMiB} MiB${pooled ? ' (RAM from the pool)' : ''}, ${b.vcpus} vCPU, ${b.app}, clients at ${vm.address}`,
     );
     return this.info(vm);
   }
@@ -266,7 +272,7 @@ export class Host {
     const info = this.info(vm);
     this.ports.forget(name);
     vm.nic.closeAll();
-    await vm.machine?.stop();
+    if (vm.machine) await this.release(vm.machine);
     this.vms.delete(name);
     this.options.log(`VM ${name} stopped`);
     return { ...info, state: 'stopped' };
@@ -373,6 +379,7 @@ export class Host {
         this.ports.left(vm.name);
         vm.nic.forget();
         this.vms.delete(vm.name);
+        void this.release(machine); // its checksum is taken (in the report)
       } else {
         // aborted: the guest carries on here; failed in postcopy: it ran on the destination
         // and stays halted here (its RAM here is stale): listed as stopped, not running
@@ -511,7 +518,7 @@ export class Host {
         `host ${this.options.id} is not linked to the switch ${b.switch} (${this.options.switchAddress ? `it uses ${this.options.switchAddress}` : 'it has none'}): the VM's clients could not follow it`,
       );
     const spec = machineSpec(b.ramMiB, b.vcpus, b.app, b.appOptions, b.servers);
-    const ram = GuestRam.create(spec.ramBytes, false);
+    const ram = GuestRam.create(spec.ramBytes, false, this.ramPool.take(spec.ramBytes));
     // the vCPUs start now, held until the switchover, so resuming costs no thread start.
     // Guest RAM is left unmapped: the first write of each page (its install) maps it, for
     // less than mapping it ahead costs (an atomic pass over fresh pages takes twice as
@@ -588,7 +595,7 @@ export class Host {
       };
       if (r.outcome === 'completed' || (r.outcome === 'failed' && inc.machine.running))
         (await publish('running')).state = 'running';
-      else await inc.machine.stop();
+      else await this.release(inc.machine);
     });
   }
 
@@ -599,7 +606,13 @@ export class Host {
     inc.info.state = 'done';
     this.options.log(`incoming VM ${inc.request.vm} (migration ${inc.info.migrationId}) dropped: ${why}`);
     for (const l of Object.values(inc.lanes)) l.destroy();
-    await inc.machine.stop();
+    await this.release(inc.machine);
+  }
+
+  /** Stops a VM's vCPUs for good; its RAM goes to the pool for the next VM. */
+  private async release(machine: GuestMachine): Promise<void> {
+    await machine.stop();
+    void this.ramPool.give(machine.ram.buffers.data);
   }
 
   private incomingInfo(id: string): IncomingInfo {

@@ -395,7 +395,7 @@ describe('two hosts', () => {
     );
   });
 
-  test('ferry vm create passes app options, and a bad one is refused by name', () => {
+  test('ferry vm create passes app options, and a bad one is refused by name', async () => {
     const cli = (...args: string[]) =>
       spawnSync(process.execPath, [FERRY, 'vm', ...args, '--host', a.url, '--secret-file', SECRET_FILE], {
         encoding: 'utf8',
@@ -422,6 +422,14 @@ describe('two hosts', () => {
     const malformed = cli('create', 'mt3', '--set', 'rateMBps');
     assert.match(malformed.stderr, /'rateMBps' is not KEY=VALUE/);
     assert.equal(cli('stop', 'mt').status, 0);
+    // the next VM of that size gets the stopped one's RAM, zeroed
+    assert.equal(cli('create', 'mt4', '--app', 'memtouch', '--ram', '16').status, 0);
+    await until('the host to log the VM', async () => a.log.some((l) => /VM mt4 created/.test(l)));
+    assert.ok(
+      a.log.some((l) => /VM mt4 created: 16 MiB \(RAM from the pool\)/.test(l)),
+      a.log.slice(-5).join('\n'),
+    );
+    assert.equal(cli('stop', 'mt4').status, 0);
   });
 
   test('kv under load: precopy', async (t) => {

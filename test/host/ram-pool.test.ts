@@ -1,0 +1,54 @@
+// The pool of guest RAM kept for the next VM: zeroed, exact sizes, bounded.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import fc from 'fast-check';
+import { RamPool } from '../../src/host/ram-pool.ts';
+
+const MiB = 2 ** 20;
+
+test('a buffer given back comes out again zeroed, for the same size only', async () => {
+  const pool = new RamPool(256 * MiB);
+  const ram = new SharedArrayBuffer(80 * MiB); // more than one zeroing step
+  new Uint8Array(ram).fill(0xab);
+  await pool.give(ram);
+  assert.equal(pool.heldBytes, 80 * MiB);
+  assert.equal(pool.take(64 * MiB), undefined, 'no buffer of another size');
+  const again = pool.take(80 * MiB);
+  assert.equal(again, ram);
+  assert.ok(
+    new Uint8Array(again!).every((b) => b === 0),
+    'all zeros, as a new VM expects',
+  );
+  assert.equal(pool.take(80 * MiB), undefined, 'handed out once');
+  assert.equal(pool.heldBytes, 0);
+  assert.equal(pool.reused, 1);
+});
+
+test('the pool keeps no more than its limit; 0 keeps nothing', async () => {
+  fc.assert(
+    fc.property(
+      fc.array(fc.integer({ min: 1, max: 4 }), { maxLength: 12 }),
+      fc.integer({ min: 0, max: 8 }),
+      (sizes, limit) => {
+        const pool = new RamPool(limit * 4096);
+        for (const n of sizes) {
+          void pool.give(new SharedArrayBuffer(n * 4096));
+          assert.ok(pool.heldBytes <= limit * 4096);
+        }
+      },
+    ),
+  );
+  const none = new RamPool(0);
+  await none.give(new SharedArrayBuffer(4096));
+  assert.equal(none.take(4096), undefined);
+});
+
+test('a buffer still being zeroed is not handed out', async () => {
+  const pool = new RamPool(256 * MiB);
+  const ram = new SharedArrayBuffer(96 * MiB);
+  new Uint8Array(ram).fill(1);
+  const given = pool.give(ram);
+  assert.equal(pool.take(96 * MiB), undefined, 'not before it is all zeros');
+  await given;
+  assert.equal(pool.take(96 * MiB), ram);
+});
