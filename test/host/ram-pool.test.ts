@@ -8,7 +8,7 @@ const MiB = 2 ** 20;
 
 test('a buffer given back comes out again zeroed, for the same size only', async () => {
   const pool = new RamPool(256 * MiB);
-  const ram = new SharedArrayBuffer(80 * MiB); // more than one zeroing step
+  const ram = new SharedArrayBuffer(80 * MiB); // many zeroing steps
   new Uint8Array(ram).fill(0xab);
   await pool.give(ram);
   assert.equal(pool.heldBytes, 80 * MiB);
