@@ -98,7 +98,7 @@ export class Host {
   constructor(readonly options: HostOptions) {
     this.secretHex = Buffer.from(options.secret).toString('hex');
     this.ports = new DirectPorts(options.host);
-    this.ramPool = new RamPool((options.ramPoolMiB ?? 2048) * 2 ** 20);
+    this.ramPool = new RamPool((options.ramPoolMiB ?? 2048) * 2 ** 20, () => this.migrating());
   }
 
   get url(): string {
@@ -607,6 +607,13 @@ export class Host {
     this.options.log(`incoming VM ${inc.request.vm} (migration ${inc.info.migrationId}) dropped: ${why}`);
     for (const l of Object.values(inc.lanes)) l.destroy();
     await this.release(inc.machine);
+  }
+
+  /** Whether a migration out of or into this host is under way. */
+  private migrating(): boolean {
+    for (const o of this.outgoing.values()) if (o.info.state === 'running') return true;
+    for (const i of this.incoming.values()) if (i.info.state !== 'done') return true;
+    return false;
   }
 
   /** Stops a VM's vCPUs for good; its RAM goes to the pool for the next VM. */

@@ -5,12 +5,14 @@
 // all zeros) and kept, up to a limit, for the next VM of the same size — as a hypervisor
 // keeps preallocated guest memory.
 
-/**
- * Bytes zeroed per event-loop turn: a few tenths of a millisecond of memset, no longer than
- * a bulk frame's install (32 MiB at a time added 5 ms to the downtime of a migration that
- * arrived meanwhile).
- */
+/** Bytes zeroed per event-loop turn: a few tenths of a millisecond of memset. */
 const ZERO_CHUNK = 2 * 2 ** 20;
+/**
+ * While the host is busy migrating, zeroing waits this long between tries: every turn it
+ * takes is a turn a switchover's messages wait (zeroing during a postcopy switchover
+ * doubled its downtime).
+ */
+const BUSY_RETRY_MS = 50;
 
 export class RamPool {
   readonly #free = new Map<number, SharedArrayBuffer[]>();
@@ -22,6 +24,8 @@ export class RamPool {
   constructor(
     /** Most bytes kept; 0 keeps nothing. */
     readonly maxBytes: number,
+    /** True while the host is migrating: zeroing waits. */
+    private readonly busy: () => boolean = () => false,
   ) {}
 
   get heldBytes(): number {
@@ -49,6 +53,10 @@ export class RamPool {
     const view = new Uint8Array(data);
     return new Promise((resolve) => {
       const zero = (from: number) => {
+        if (this.busy()) {
+          setTimeout(() => zero(from), BUSY_RETRY_MS);
+          return;
+        }
         const to = Math.min(bytes, from + ZERO_CHUNK);
         view.fill(0, from, to);
         if (to < bytes) setImmediate(() => zero(to));

@@ -52,3 +52,18 @@ test('a buffer still being zeroed is not handed out', async () => {
   await given;
   assert.equal(pool.take(96 * MiB), ram);
 });
+
+test('zeroing waits while the host is migrating', async () => {
+  let busy = true;
+  const pool = new RamPool(64 * MiB, () => busy);
+  const ram = new SharedArrayBuffer(8 * MiB);
+  new Uint8Array(ram).fill(3);
+  const given = pool.give(ram);
+  await new Promise((r) => setTimeout(r, 120));
+  assert.equal(new Uint8Array(ram)[0], 3, 'untouched while busy');
+  assert.equal(pool.take(8 * MiB), undefined);
+  busy = false;
+  await given;
+  assert.equal(pool.take(8 * MiB), ram);
+  assert.ok(new Uint8Array(ram).every((b) => b === 0));
+});
