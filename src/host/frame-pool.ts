@@ -15,6 +15,8 @@ function frameCapacity(pages: number, runs: number): number {
 
 export class FramePool {
   readonly #free: ArrayBuffer[] = [];
+  /** The free list as a set: a frame given back twice is kept once, at no scan per frame. */
+  readonly #isFree = new Set<ArrayBuffer>();
   readonly #mine = new WeakSet<ArrayBuffer>();
   /** Buffers handed out by `take` that came from the free list (for tests and benchmarks). */
   reused = 0;
@@ -33,8 +35,10 @@ export class FramePool {
   take(bytes: number): Buffer {
     if (bytes > this.capacity || bytes < this.capacity / 4) return Buffer.allocUnsafeSlow(bytes);
     let ab = this.#free.pop();
-    if (ab) this.reused++;
-    else {
+    if (ab) {
+      this.#isFree.delete(ab);
+      this.reused++;
+    } else {
       ab = new ArrayBuffer(this.capacity);
       this.#mine.add(ab);
     }
@@ -48,7 +52,10 @@ export class FramePool {
   give(view: Uint8Array | undefined): void {
     const ab = view?.buffer;
     if (!ab || !(ab instanceof ArrayBuffer) || !this.#mine.has(ab)) return;
-    if (this.#free.length < this.maxFree && !this.#free.includes(ab)) this.#free.push(ab);
+    if (this.#free.length < this.maxFree && !this.#isFree.has(ab)) {
+      this.#free.push(ab);
+      this.#isFree.add(ab);
+    }
   }
 
   get free(): number {

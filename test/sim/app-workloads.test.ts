@@ -355,18 +355,40 @@ test('http model: pages in use, writes last; a GET reads the table entry and the
   assert.ok(gets > 1000 && hits > 1000, `${gets} GETs, ${hits} hits`);
 });
 
-function kvScenario(cooperative: boolean) {
+/**
+ * A kv VM on host `src` (64 MiB, 1 vCPU, 20,000 keys) moved to `dst` at `atS`; `vm`,
+ * `workload` and `migration` fields go over those.
+ */
+function kvMove(o: {
+  atS: number;
+  settleS: number;
+  vm?: Record<string, unknown>;
+  workload?: Record<string, unknown>;
+  migration: Record<string, unknown>;
+}) {
   return validateScenario({
-    name: 'kv-postcopy',
-    settleS: 3,
+    name: 'kv-move',
+    settleS: o.settleS,
     hosts: [
       { name: 'src', nicMbps: 1000 },
       { name: 'dst', nicMbps: 1000 },
     ],
-    vms: [{ name: 'vm', host: 'src', ramMiB: 64, vcpus: 1, workload: { kind: 'kv', keys: 20000 } }],
-    migrations: [{ vm: 'vm', to: 'dst', atS: 2, mode: 'postcopy', cooperative }],
+    vms: [
+      {
+        name: 'vm',
+        host: 'src',
+        ramMiB: 64,
+        vcpus: 1,
+        ...o.vm,
+        workload: { kind: 'kv', keys: 20000, ...o.workload },
+      },
+    ],
+    migrations: [{ vm: 'vm', to: 'dst', atS: o.atS, ...o.migration }],
   });
 }
+
+const kvScenario = (cooperative: boolean) =>
+  kvMove({ atS: 2, settleS: 3, migration: { mode: 'postcopy', cooperative } });
 
 test('a 64 MiB VM serving kv moved by postcopy: remote faults, work before the move, cooperative faults at least as good as blocking', () => {
   const runs = [true, false].map((cooperative) => {
@@ -419,17 +441,12 @@ test('the app models are deterministic: rebuilt, they draw the same requests fro
 
 test('the app lock: a second vCPU adds no request rate; a blocking fault stalls every vCPU', () => {
   const run = (vcpus: number, mode: 'precopy' | 'postcopy', cooperative = false) => {
-    const scenario = validateScenario({
-      name: 'kv-lock',
+    const scenario = kvMove({
+      atS: 3,
       settleS: 2,
-      hosts: [
-        { name: 'src', nicMbps: 1000 },
-        { name: 'dst', nicMbps: 1000 },
-      ],
-      vms: [
-        { name: 'vm', host: 'src', ramMiB: 64, vcpus, workload: { kind: 'kv', keys: 20000, cpuMs: 0.2 } },
-      ],
-      migrations: [{ vm: 'vm', to: 'dst', atS: 3, mode, cooperative }],
+      vm: { vcpus },
+      workload: { cpuMs: 0.2 },
+      migration: { mode, cooperative },
     });
     const r = simulate(scenario, { seed: 1 });
     assert.equal(r.migrations[0].outcome, 'completed', r.migrations[0].reason);
@@ -453,24 +470,12 @@ test('the app lock: a second vCPU adds no request rate; a blocking fault stalls 
 
 test('the request path: it sets the clients’ rate beside the guest, and a migration’s host contention slows it', () => {
   const run = (pathMs: number, hostContention: number, mode: 'precopy' | 'postcopy', demandDelayUs = 0) => {
-    const scenario = validateScenario({
-      name: 'kv-path',
+    const scenario = kvMove({
+      atS: 3,
       settleS: 1,
-      hosts: [
-        { name: 'src', nicMbps: 1000 },
-        { name: 'dst', nicMbps: 1000 },
-      ],
-      vms: [
-        {
-          name: 'vm',
-          host: 'src',
-          ramMiB: 256,
-          usedMiB: 200,
-          hostContention,
-          workload: { kind: 'kv', keys: 20000, cpuMs: 0.02, connections: 16, pathMs },
-        },
-      ],
-      migrations: [{ vm: 'vm', to: 'dst', atS: 3, mode, cooperative: false, demandDelayUs }],
+      vm: { ramMiB: 256, usedMiB: 200, hostContention },
+      workload: { cpuMs: 0.02, connections: 16, pathMs },
+      migration: { mode, cooperative: false, demandDelayUs },
     });
     const r = simulate(scenario, { seed: 1 });
     const m = r.migrations[0];
