@@ -102,12 +102,19 @@ export interface IncomingRequest {
   from: string;
   /** The switch the VM's clients come through: the destination must be linked to it too. */
   switch?: string;
+  /**
+   * The source host's lane port: the destination opens the bulk lane to it, at the address
+   * the source's control lane came from (a connection it opened reads into one buffer).
+   */
+  bulkPort: number;
 }
 
 export interface IncomingInfo {
   migrationId: string;
   state: 'waiting' | 'running' | 'done';
   lanesPort: number;
+  /** Why the destination gave the migration up before it started. */
+  dropped?: string;
   /** Where the VM's clients connect here, once it has resumed here. */
   endpoint?: string;
   result?: {

@@ -79,8 +79,20 @@ interface Incoming {
   expiry?: NodeJS.Timeout;
 }
 
-/** How long a prepared incoming VM waits for the source's three lanes. */
+/** How long a prepared incoming VM waits for the source's lanes. */
 const LANES_TIMEOUT_MS = 30_000;
+
+/** How long a source waits for the destination to open the bulk lane back to it. */
+const BULK_LANE_TIMEOUT_MS = 10_000;
+
+/**
+ * The destination's bulk lane reads into one buffer this big: a read takes what the
+ * socket holds, up to this, and each frame is copied out of it into a pooled buffer.
+ */
+const BULK_READ_BUFFER = 1 << 20;
+
+/** The host part of a lane's "address:port" (IPv6 in brackets). */
+const hostOf = (address: string) => address.slice(0, address.lastIndexOf(':')).replace(/^\[(.*)\]$/, '$1');
 
 const clock = () => performance.timeOrigin + performance.now();
 
@@ -89,6 +101,8 @@ export class Host {
   private readonly ramPool: RamPool;
   private readonly outgoing = new Map<string, Outgoing>();
   private readonly incoming = new Map<string, Incoming>();
+  /** Outgoing migrations waiting for the destination to open their bulk lane. */
+  private readonly awaitedBulk = new Map<string, (lane: LaneConnection) => void>();
   private ports: ClientPorts;
   private server: http.Server | undefined;
   private lanes: Listener | undefined;
@@ -122,7 +136,16 @@ export class Host {
       secret: this.options.secret,
       capabilities: ALL_CAPABILITIES,
       log: this.options.log,
-      onLane: (lane) => this.laneArrived(lane),
+      onLane: (lane) => {
+        try {
+          this.laneArrived(lane);
+        } catch (e) {
+          this.options.log(
+            `refused the ${lane.lane} lane from ${lane.remoteAddress}: ${(e as Error).message}`,
+          );
+          throw e;
+        }
+      },
     });
     this.server = http.createServer((req, res) => void this.handle(req, res));
     await new Promise<void>((resolve, reject) => {
@@ -336,23 +359,13 @@ export class Host {
       cooperative: b.cooperative,
       from: this.options.id,
       switch: this.ports.carriesConnections ? this.options.switchAddress : undefined,
+      bulkPort: this.lanes!.port,
     } satisfies IncomingRequest).catch((e) => {
       throw refused(e);
     });
-    const lanes: Partial<Lanes> = {};
-    for (const lane of ['control', 'bulk', 'urgent'] as const)
-      lanes[lane] = await connectLane({
-        host: to.hostname,
-        port: incoming.lanesPort,
-        secret: this.options.secret,
-        migrationId: id,
-        lane,
-        capabilities: ALL_CAPABILITIES,
-      }).catch((e) => {
-        // the destination drops its paused VM when it sees the other lanes close
-        for (const l of Object.values(lanes)) l.destroy();
-        throw refused(e);
-      });
+    const lanes = await this.openLanes(id, to, incoming.lanesPort).catch((e) => {
+      throw refused(e);
+    });
     const config = migrationConfig({
       mode: b.mode,
       stop: { downtimeLimitMs: b.downtimeLimitMs },
@@ -395,6 +408,56 @@ export class Host {
       info.progress = this.progressOf(driver);
     });
     return info;
+  }
+
+  /**
+   * Opens the control and urgent lanes to the destination and waits for the bulk lane it
+   * opens back to this host once the control lane is in.
+   */
+  private async openLanes(id: string, to: URL, port: number): Promise<Lanes> {
+    const lanes: Partial<Lanes> = {};
+    let failed: (e: Error) => void = () => {};
+    const bulk = new Promise<LaneConnection>((resolve, reject) => {
+      this.awaitedBulk.set(id, resolve);
+      failed = reject;
+    });
+    bulk.catch(() => {});
+    const timer = setTimeout(
+      () =>
+        failed(
+          new Error(
+            `it did not open the bulk lane to this host's lane port ${this.lanes!.port} within ${BULK_LANE_TIMEOUT_MS / 1000} s`,
+          ),
+        ),
+      BULK_LANE_TIMEOUT_MS,
+    );
+    try {
+      for (const lane of ['control', 'urgent'] as const)
+        lanes[lane] = await connectLane({
+          host: to.hostname,
+          port,
+          secret: this.options.secret,
+          migrationId: id,
+          lane,
+          capabilities: ALL_CAPABILITIES,
+        });
+      // a destination that could not reach this host drops the migration and its lanes
+      lanes.control!.onClose(async () => {
+        const why = await call<IncomingInfo>(to.href, this.secretHex, 'GET', `/v1/incoming/${id}`)
+          .then((i) => i.dropped)
+          .catch(() => undefined);
+        failed(new Error(why ?? 'it closed the control lane before opening the bulk lane'));
+      });
+      lanes.bulk = await bulk;
+      return lanes as Lanes;
+    } catch (e) {
+      // the destination drops its paused VM when it sees the lanes close
+      for (const l of Object.values(lanes)) l.destroy();
+      throw e;
+    } finally {
+      clearTimeout(timer);
+      this.awaitedBulk.delete(id);
+    }
   }
 
   private async finalReport(
@@ -511,6 +574,8 @@ export class Host {
 
   private async prepareIncoming(b: IncomingRequest): Promise<IncomingInfo> {
     if (!b || typeof b.migrationId !== 'string') throw new ApiError(400, 'migrationId is required');
+    if (!Number.isInteger(b.bulkPort) || b.bulkPort < 1 || b.bulkPort > 65535)
+      throw new ApiError(400, `bulkPort: ${JSON.stringify(b.bulkPort)} is not a port number`);
     if (this.vms.has(b.vm)) throw new ApiError(409, `a VM named '${b.vm}' already runs on this host`);
     if (b.switch && (!this.ports.carriesConnections || this.options.switchAddress !== b.switch))
       throw new ApiError(
@@ -536,10 +601,47 @@ export class Host {
     return info;
   }
 
+  /** A lane from another host: the bulk lane of a migration out of here, or one into here. */
   private laneArrived(lane: LaneConnection): void {
+    const outgoing = lane.lane === 'bulk' ? this.awaitedBulk.get(lane.migrationId) : undefined;
+    if (outgoing) {
+      this.awaitedBulk.delete(lane.migrationId);
+      outgoing(lane);
+      return;
+    }
     const inc = this.incoming.get(lane.migrationId);
-    if (!inc || inc.driver || inc.info.state === 'done')
-      throw new Error(`no migration '${lane.migrationId}' expected here`);
+    if (!inc || inc.driver || inc.info.state === 'done' || lane.lane === 'bulk' || inc.lanes[lane.lane])
+      throw new Error(`no ${lane.lane} lane of migration '${lane.migrationId}' expected here`);
+    this.addLane(inc, lane);
+    if (lane.lane === 'control') void this.openBulkLane(inc, lane);
+  }
+
+  /**
+   * Opens the bulk lane back to the source, at the address its control lane came from:
+   * pages are read into one reused buffer, which Node offers only on connections it opens.
+   */
+  private async openBulkLane(inc: Incoming, control: LaneConnection): Promise<void> {
+    const host = hostOf(control.remoteAddress);
+    const port = inc.request.bulkPort;
+    try {
+      const lane = await connectLane({
+        host,
+        port,
+        secret: this.options.secret,
+        migrationId: inc.info.migrationId,
+        lane: 'bulk',
+        capabilities: ALL_CAPABILITIES,
+        readBuffer: BULK_READ_BUFFER,
+      });
+      if (inc.info.state === 'done') lane.destroy();
+      else this.addLane(inc, lane);
+    } catch (e) {
+      // the error names the lane and the address
+      void this.dropIncoming(inc, `could not open the bulk lane back to the source: ${(e as Error).message}`);
+    }
+  }
+
+  private addLane(inc: Incoming, lane: LaneConnection): void {
     inc.lanes[lane.lane] = lane;
     // a lane lost before the migration could start: the source gave up
     lane.onClose((e) => {
@@ -549,7 +651,7 @@ export class Host {
     if (!(inc.lanes.control && inc.lanes.bulk && inc.lanes.urgent)) return;
     clearTimeout(inc.expiry);
     const driver = new DestinationDriver(inc.machine, inc.lanes as Lanes, (l) =>
-      this.options.log(`${lane.migrationId}: ${l}`),
+      this.options.log(`${inc.info.migrationId}: ${l}`),
     );
     inc.driver = driver;
     inc.info.state = 'running';
@@ -604,6 +706,7 @@ export class Host {
     if (inc.driver || inc.info.state === 'done') return;
     clearTimeout(inc.expiry);
     inc.info.state = 'done';
+    inc.info.dropped = why;
     this.options.log(`incoming VM ${inc.request.vm} (migration ${inc.info.migrationId}) dropped: ${why}`);
     for (const l of Object.values(inc.lanes)) l.destroy();
     await this.release(inc.machine);

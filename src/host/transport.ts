@@ -1,13 +1,16 @@
 // The transport between two `ferry host` processes: three authenticated TCP connections
 // ("lanes": control, bulk, urgent) per migration, each carrying the engine's codec frames.
-// The source host connects to the destination host's listening port once per lane.
+// The source host connects its control and urgent lanes to the destination host's
+// listening port; the destination connects the bulk lane back to the source's (Node reads
+// into one reused buffer only on connections it opened, and the bulk lane carries the
+// gigabytes). Either way the side that connects is the handshake's client.
 //
 // Handshake, before any frame (all integers little-endian, like the codec):
 //
 //   1. client → server  hello
 //        off  size  field
 //        0    6     magic "FERRY\0" (46 45 52 52 59 00)
-//        6    2     u16 protocol version (PROTOCOL_VERSION = 1)
+//        6    2     u16 protocol version (PROTOCOL_VERSION = 2)
 //        8    2     u16 n: length of the rest of the hello (22 + l + m, so 24..166)
 //        10   4     u32 client capabilities (CAP_* bit flags; unknown bits are ignored)
 //        14   16    client nonce (random)
@@ -42,7 +45,7 @@ import { type CodecError, Decoder, Encoder } from '../engine/codec.ts';
 import type { Lane, Message } from '../engine/messages.ts';
 import { framePool } from './frame-pool.ts';
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 export const MAGIC = Uint8Array.of(0x46, 0x45, 0x52, 0x52, 0x59, 0x00); // "FERRY\0"
 
 /** The guest kernel takes cooperative (async) page faults. */
@@ -197,6 +200,13 @@ export interface ConnectOptions {
   /** Bound on connecting plus the handshake; default 5 s. */
   timeoutMs?: number;
   highWaterMark?: number;
+  /**
+   * Read into one reused buffer of this many bytes, not a new one per read: the lane
+   * copies each frame out of it once, and the process allocates nothing per read (per
+   * read allocations are external memory to V8, which collects for them). Node offers
+   * this only on connections it opens.
+   */
+  readBuffer?: number;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -525,6 +535,11 @@ export interface Channel {
   socket: net.Socket;
   hello: ChannelHello;
   leftover: Buffer[];
+  /**
+   * For a socket with a read buffer (it emits no 'data'): sends its further reads to
+   * `sink`, each a view of that buffer, valid during the call only.
+   */
+  readInto?: (sink: (chunk: Buffer) => void) => void;
 }
 
 export interface ChannelListenOptions extends Omit<ListenOptions, 'onLane'> {
@@ -613,6 +628,7 @@ export async function connectLane(opts: ConnectOptions): Promise<LaneConnection>
     ch.hello.capabilities,
     ch.hello.remoteAddress,
     ch.leftover,
+    ch.readInto,
   );
 }
 
@@ -639,6 +655,21 @@ export async function dialChannel(opts: Omit<ConnectOptions, 'lane'> & { lane: s
     noDelay: true,
     writableHighWaterMark: opts.highWaterMark ?? DEFAULT_HIGH_WATER_MARK,
   };
+  // the handshake reads copies (the inbox keeps them); the lane then reads in place
+  let sink: (chunk: Buffer) => void = (chunk) => {
+    socket.emit('data', Buffer.from(chunk));
+  };
+  if (opts.readBuffer !== undefined) {
+    if (!Number.isInteger(opts.readBuffer) || opts.readBuffer < 4096)
+      throw new RangeError(`readBuffer must be an integer of at least 4096 bytes, got ${opts.readBuffer}`);
+    socketOpts.onread = {
+      buffer: Buffer.allocUnsafeSlow(opts.readBuffer),
+      callback: (n, buf) => {
+        sink(Buffer.from(buf.buffer, buf.byteOffset, n));
+        return true;
+      },
+    };
+  }
   const socket = net.connect(socketOpts);
   socket.on('error', () => {}); // reported through the inbox or the channel's owner
   const inbox = new Inbox(socket);
@@ -713,6 +744,12 @@ export async function dialChannel(opts: Omit<ConnectOptions, 'lane'> & { lane: s
         remoteAddress: addressOf(socket),
       },
       leftover: inbox.detach(),
+      readInto:
+        opts.readBuffer === undefined
+          ? undefined
+          : (to) => {
+              sink = to;
+            },
     };
   } catch (e) {
     unwatch();
@@ -734,8 +771,9 @@ const describe = (e: CodecError) => `${e.code}: ${e.message}`;
 class TcpLane implements LaneConnection {
   readonly #socket: net.Socket;
   readonly #encoder = new Encoder({ checksum: zlib.crc32 });
-  // frames gathered from several reads land in pooled buffers, given back once installed
-  readonly #decoder = new Decoder({ checksum: zlib.crc32, allocate: (n) => framePool.take(n) });
+  // frames gathered from several reads (from a read buffer: every frame) land in pooled
+  // buffers, given back once installed
+  readonly #decoder: Decoder;
   #state: 'open' | 'closing' | 'closed' = 'open';
   #error: TransportError | undefined;
   #errorDelivered = false;
@@ -754,9 +792,16 @@ class TcpLane implements LaneConnection {
     readonly peerCapabilities: number,
     readonly remoteAddress: string,
     leftover: Buffer[],
+    readInto?: Channel['readInto'],
   ) {
     this.#socket = socket;
-    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    this.#decoder = new Decoder({
+      checksum: zlib.crc32,
+      allocate: (n) => framePool.take(n),
+      transient: readInto !== undefined,
+    });
+    if (readInto) readInto((chunk) => this.#onData(chunk));
+    else socket.on('data', (chunk: Buffer) => this.#onData(chunk));
     socket.on('end', () => this.#onEnd());
     socket.on('error', (err) =>
       this.fail(new TransportError('closed', `${this.#where}: ${err.message}`, { cause: err })),

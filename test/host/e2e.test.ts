@@ -573,11 +573,11 @@ describe('two hosts', () => {
     await c.kill();
   });
 
-  test('a source that gives up before all its lanes connect leaves no paused VM behind', async () => {
-    const id = `given-up-${randomBytes(4).toString('hex')}`;
-    const inc = await api<IncomingInfo>(b, 'POST', '/v1/incoming', {
+  /** Prepares an incoming VM on b, as a source on port `bulkPort` would. */
+  const prepareOnB = (id: string, vm: string, bulkPort: number) =>
+    api<IncomingInfo>(b, 'POST', '/v1/incoming', {
       migrationId: id,
-      vm: 'half',
+      vm,
       ramMiB: 4,
       vcpus: 1,
       app: 'kv',
@@ -585,7 +585,16 @@ describe('two hosts', () => {
       servers: 4,
       cooperative: true,
       from: 'a',
+      bulkPort,
     } satisfies IncomingRequest);
+
+  test('a source that gives up before all its lanes connect leaves no paused VM behind', async () => {
+    const id = `given-up-${randomBytes(4).toString('hex')}`;
+    // a source port that accepts and never answers: the bulk lane b opens back hangs
+    const silent = net.createServer(() => {});
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    after(() => silent.close());
+    const inc = await prepareOnB(id, 'half', (silent.address() as net.AddressInfo).port);
     assert.equal(inc.state, 'waiting');
     const control = await connectLane({
       host: '127.0.0.1',
@@ -605,6 +614,60 @@ describe('two hosts', () => {
       b.log.join('\n'),
     );
     assert.ok(!(await listVms(b)).some((v) => v.name === 'half'), 'the VM never ran here');
+  });
+
+  test('a destination that cannot open the bulk lane back drops the migration and says why', async () => {
+    const id = `no-way-back-${randomBytes(4).toString('hex')}`;
+    const closed = net.createServer();
+    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+    const port = (closed.address() as net.AddressInfo).port;
+    await new Promise((r) => closed.close(r)); // nothing listens there now
+    const inc = await prepareOnB(id, 'stranded', port);
+    const lane = (name: 'control' | 'urgent') =>
+      connectLane({
+        host: '127.0.0.1',
+        port: inc.lanesPort,
+        secret: new Uint8Array(Buffer.from(SECRET, 'hex')),
+        migrationId: id,
+        lane: name,
+        capabilities: 0,
+      });
+    const control = await lane('control');
+    const closedWith = new Promise<unknown>((r) => control.onClose(r));
+    await until('the incoming migration to be dropped', async () => {
+      const i = await api<IncomingInfo>(b, 'GET', `/v1/incoming/${id}`);
+      return i.state === 'done';
+    });
+    const info = await api<IncomingInfo>(b, 'GET', `/v1/incoming/${id}`);
+    assert.match(
+      info.dropped ?? '',
+      new RegExp(
+        `could not open the bulk lane back to the source: bulk lane to 127\\.0\\.0\\.1:${port}: .*ECONNREFUSED`,
+      ),
+    );
+    await closedWith; // the source sees its lanes close
+    assert.ok(!(await listVms(b)).some((v) => v.name === 'stranded'), 'the VM never ran here');
+  });
+
+  test('the bulk lane of a migration into a host is refused when the source dials it', async () => {
+    const id = `wrong-way-${randomBytes(4).toString('hex')}`;
+    const silent = net.createServer(() => {});
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    after(() => silent.close());
+    const inc = await prepareOnB(id, 'one-way', (silent.address() as net.AddressInfo).port);
+    const bulk = connectLane({
+      host: '127.0.0.1',
+      port: inc.lanesPort,
+      secret: new Uint8Array(Buffer.from(SECRET, 'hex')),
+      migrationId: id,
+      lane: 'bulk',
+      capabilities: 0,
+    }).then((l) => new Promise<unknown>((r) => l.onClose(r)));
+    await bulk; // accepted by the handshake, then closed: b opens the bulk lane itself
+    assert.ok(
+      b.log.some((l) => l.includes(`no bulk lane of migration '${id}' expected here`)),
+      b.log.join('\n'),
+    );
   });
 });
 

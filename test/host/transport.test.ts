@@ -96,8 +96,14 @@ async function startServer(t: TestContext, overrides: Partial<ListenOptions> = {
   };
 }
 
-async function connect(t: TestContext, port: number, lane: Lane, extra: { capabilities?: number } = {}) {
+async function connect(
+  t: TestContext,
+  port: number,
+  lane: Lane,
+  extra: { capabilities?: number; readBuffer?: number } = {},
+) {
   const conn = await connectLane({
+    readBuffer: extra.readBuffer,
     host: HOST,
     port,
     secret: SECRET,
@@ -110,8 +116,11 @@ async function connect(t: TestContext, port: number, lane: Lane, extra: { capabi
   return conn;
 }
 
-async function pair(t: TestContext, server: Server, lane: Lane) {
-  const [client, [accepted, hello]] = await Promise.all([connect(t, server.port, lane), server.nextLane()]);
+async function pair(t: TestContext, server: Server, lane: Lane, readBuffer?: number) {
+  const [client, [accepted, hello]] = await Promise.all([
+    connect(t, server.port, lane, { readBuffer }),
+    server.nextLane(),
+  ]);
   t.after(() => accepted.destroy());
   return { client, server: accepted, hello };
 }
@@ -429,7 +438,7 @@ test('handshake: an unsupported version gets a clear error naming both versions'
   raw.socket.write(rawHello({ version: 7 }));
   const record = parseErrorRecord(await raw.untilClosed());
   assert.equal(record.code, 2);
-  assert.equal(record.text, 'unsupported protocol version 7 (this host speaks 1)');
+  assert.equal(record.text, `unsupported protocol version 7 (this host speaks ${PROTOCOL_VERSION})`);
   const { error } = await server.nextRefusal();
   assert.equal(error.code, 'version');
   assert.match(server.logs[0], /^refused 127\.0\.0\.1:\d+: unsupported protocol version 7/);
@@ -437,13 +446,18 @@ test('handshake: an unsupported version gets a clear error naming both versions'
 
 test('handshake: the client refuses a server that answers with another version', async (t) => {
   const port = await fakeServer(t, (socket) => {
-    socket.write(Buffer.concat([Buffer.of(0), u16(2), u32(0), randomBytes(16)]));
+    socket.write(Buffer.concat([Buffer.of(0), u16(PROTOCOL_VERSION + 1), u32(0), randomBytes(16)]));
   });
   const err = await rejection(
     connectLane({ host: HOST, port, secret: SECRET, migrationId: 'm', lane: 'bulk', capabilities: 0 }),
   );
   assert.equal(err.code, 'version');
-  assert.match(err.message, /server speaks protocol version 2, this host speaks 1/);
+  assert.match(
+    err.message,
+    new RegExp(
+      `server speaks protocol version ${PROTOCOL_VERSION + 1}, this host speaks ${PROTOCOL_VERSION}`,
+    ),
+  );
 });
 
 test('handshake: wrong magic bytes get a clear error and the server keeps serving', async (t) => {
@@ -484,7 +498,10 @@ test('handshake: malformed hellos are refused with code protocol', async (t) => 
   const server = await startServer(t);
   const cases: [Buffer, RegExp][] = [
     [rawHello({ lane: 'sideways' }), /unknown lane "sideways"/],
-    [Buffer.concat([Buffer.from(MAGIC), u16(1), u16(3), Buffer.alloc(3)]), /hello length 3 is outside/],
+    [
+      Buffer.concat([Buffer.from(MAGIC), u16(PROTOCOL_VERSION), u16(3), Buffer.alloc(3)]),
+      /hello length 3 is outside/,
+    ],
     [badUtf8Hello(), /migration id is not valid UTF-8/],
   ];
   for (const [hello, why] of cases) {
@@ -576,6 +593,66 @@ test('frames: every message type makes a round trip over every lane, both ways',
       );
     }
   }
+});
+
+test('read buffer: a client reading into one small buffer gets every message type intact', async (t) => {
+  const server = await startServer(t);
+  const messages = everyMessage();
+  // 4 KiB reads: the 280 KB pages frame spans some 70 of them, the small ones share reads
+  const p = await pair(t, server, 'bulk', 4096);
+  const atClient = collect(p.client, messages.length * 2);
+  for (const m of [...messages, ...messages]) p.server.send(m);
+  const got = await atClient;
+  assert.deepEqual(
+    got.map((g) => g.seq),
+    [...messages, ...messages].map((_, i) => i),
+  );
+  assert.deepEqual(
+    got.map((g) => plain(g.msg)),
+    [...messages, ...messages].map(plain),
+  );
+  // and the other way, from the client, as usual
+  const atServer = collect(p.server, 1);
+  p.client.send({ type: 'done' });
+  assert.deepEqual(await atServer, [{ msg: { type: 'done' }, seq: 0 }]);
+});
+
+test('read buffer: a paused client reads nothing until it resumes, then everything in order', async (t) => {
+  const server = await startServer(t);
+  const p = await pair(t, server, 'bulk', 1 << 16);
+  const got: number[] = [];
+  p.client.onMessage((m) => {
+    if (m.type === 'roundEnd') got.push(m.round);
+  });
+  p.client.pauseReading();
+  for (let i = 1; i <= 300; i++) p.server.send({ type: 'roundEnd', round: i });
+  await new Promise((r) => setTimeout(r, 100));
+  assert.deepEqual(got, [], 'nothing delivered while reading is paused');
+  const all = deferred<void>('the rest after resuming');
+  p.client.onMessage((m) => {
+    if (m.type === 'roundEnd' && m.round === 300) all.resolve();
+  });
+  p.client.resumeReading();
+  await all.promise;
+  assert.deepEqual(
+    got,
+    Array.from({ length: 300 }, (_, i) => i + 1),
+  );
+});
+
+test('read buffer: a read buffer under 4 KiB is refused up front', async () => {
+  await assert.rejects(
+    connectLane({
+      host: HOST,
+      port: 1,
+      secret: SECRET,
+      migrationId: 'm',
+      lane: 'bulk',
+      capabilities: 0,
+      readBuffer: 100,
+    }),
+    /readBuffer must be an integer of at least 4096 bytes, got 100/,
+  );
 });
 
 test('frames: frames sent before the receiver registers a handler are held, not lost', async (t) => {
@@ -713,7 +790,10 @@ test('frames: close flushes what was sent; both sides see a clean close', async 
 
 test('bulk: 256 MiB of pages frames arrive complete and in order, with backpressure', async (t) => {
   const server = await startServer(t);
-  const p = await pair(t, server, 'bulk');
+  // as in a migration: the source accepted the lane, the destination reads into one buffer
+  const p = await pair(t, server, 'bulk', 1 << 20);
+  const source = p.server;
+  const destination = p.client;
   const PAGES = 64;
   const FRAMES = (256 * 1024 * 1024) / (PAGES * PAGE_SIZE);
   const data = Buffer.from(fillPages(new Uint8Array(PAGES * PAGE_SIZE), 4).buffer);
@@ -722,8 +802,8 @@ test('bulk: 256 MiB of pages frames arrive complete and in order, with backpress
   let received = 0;
   let problem: string | undefined;
   const done = deferred<void>('the burst', 60_000);
-  p.server.onError(done.reject);
-  p.server.onMessage((msg, seq) => {
+  destination.onError(done.reject);
+  destination.onMessage((msg, seq) => {
     if (problem) return;
     if (msg.type !== 'pages' || !msg.batch.data) problem = `frame ${seq}: ${msg.type} without data`;
     else if (seq !== received) problem = `frame ${seq} arrived as number ${received}`;
@@ -748,15 +828,15 @@ test('bulk: 256 MiB of pages frames arrive complete and in order, with backpress
   for (let i = 0; i < FRAMES; i++) {
     data.writeUInt32LE(i, 0);
     data.writeUInt32LE(~i >>> 0, data.length - 4);
-    const ok = p.client.send({
+    const ok = source.send({
       type: 'pages',
       batch: { kind: 'bulk', runs: [i * PAGES, PAGES], pageCount: PAGES, zeroCount: 0, zeroMask, data },
     });
-    maxBuffered = Math.max(maxBuffered, p.client.bufferedBytes);
+    maxBuffered = Math.max(maxBuffered, source.bufferedBytes);
     if (!ok) {
       refusals++;
       const drained = deferred<void>('drain');
-      p.client.onDrain(drained.resolve);
+      source.onDrain(drained.resolve);
       await drained.promise;
       drains++;
     }
