@@ -44,6 +44,7 @@ import zlib from 'node:zlib';
 import { type CodecError, Decoder, Encoder } from '../engine/codec.ts';
 import type { Lane, Message } from '../engine/messages.ts';
 import { framePool } from './frame-pool.ts';
+import { frameChecksum } from './page-sums.ts';
 
 export const PROTOCOL_VERSION = 2;
 export const MAGIC = Uint8Array.of(0x46, 0x45, 0x52, 0x52, 0x59, 0x00); // "FERRY\0"
@@ -796,7 +797,7 @@ class TcpLane implements LaneConnection {
   ) {
     this.#socket = socket;
     this.#decoder = new Decoder({
-      checksum: zlib.crc32,
+      checksum: frameChecksum, // keeps the pages' checksums for their install
       allocate: (n) => framePool.take(n),
       transient: readInto !== undefined,
     });

@@ -1,0 +1,86 @@
+// One pass over a page instead of two: a lane's frame checksum (CRC-32 of the frame's body)
+// is assembled from the CRC-32s of the body's 4 KiB blocks, counted from its end. A pages
+// frame ends with its pages' data, so those blocks are its pages, and their checksums are
+// the ones the destination keeps for the integrity check: the install takes them from here
+// rather than reading every page again.
+//
+// Combining: for a reflected CRC-32, crc(A‖B) = crc(A)·x^(8|B|) mod P ⊕ crc(B), a product
+// of polynomials over GF(2) modulo the CRC polynomial P, bit 31 standing for x^0.
+
+import { crc32 } from 'node:zlib';
+import { PAGE_SIZE } from '../engine/messages.ts';
+
+const POLY = 0xedb88320;
+
+/** a·b mod P, both in the reflected representation. */
+function multiplyModP(a: number, b: number): number {
+  let product = 0;
+  for (let bit = 0x80000000; bit !== 0 && a !== 0; bit >>>= 1) {
+    if (a & bit) {
+      product ^= b;
+      a &= ~bit;
+    }
+    b = b & 1 ? (b >>> 1) ^ POLY : b >>> 1;
+  }
+  return product >>> 0;
+}
+
+/** x^(8n) mod P: what appending n bytes multiplies a CRC by. */
+function shiftOperator(n: number): number {
+  let result = 0x80000000; // x^0
+  let square = 0x40000000; // x^1, squared at each bit of 8n
+  for (let e = 8 * n; e > 0; e = Math.floor(e / 2)) {
+    if (e % 2 === 1) result = multiplyModP(square, result);
+    square = multiplyModP(square, square);
+  }
+  return result;
+}
+
+const PAGE_SHIFT = shiftOperator(PAGE_SIZE);
+
+/** The CRC-32 of A‖B from crc(A) and crc(B), B being one page long. */
+export function appendPageCrc(crcA: number, crcB: number): number {
+  return (multiplyModP(PAGE_SHIFT, crcA) ^ crcB) >>> 0;
+}
+
+interface Blocks {
+  /** Where the body ended in its buffer. */
+  end: number;
+  /** CRC-32 of each 4 KiB block of the body counted from its end, first block first. */
+  sums: Uint32Array;
+}
+
+/** Block checksums of the latest frame body checked in each buffer. */
+const latest = new WeakMap<ArrayBufferLike, Blocks>();
+
+/**
+ * The codec's frame checksum (equal to zlib's CRC-32 of `body`), keeping the checksums of
+ * the body's page-sized blocks counted from its end for `pageCrcs`.
+ */
+export function frameChecksum(body: Uint8Array): number {
+  const blocks = Math.floor(body.length / PAGE_SIZE);
+  const head = body.length - blocks * PAGE_SIZE;
+  let crc = crc32(body.subarray(0, head));
+  if (blocks === 0) {
+    latest.delete(body.buffer);
+    return crc;
+  }
+  const sums = new Uint32Array(blocks);
+  for (let k = 0, at = head; k < blocks; k++, at += PAGE_SIZE) {
+    sums[k] = crc32(body.subarray(at, at + PAGE_SIZE));
+    crc = appendPageCrc(crc, sums[k]);
+  }
+  latest.set(body.buffer, { end: body.byteOffset + body.length, sums });
+  return crc;
+}
+
+/**
+ * The CRC-32s of the pages of `data` (whole pages, the tail of a frame body that
+ * `frameChecksum` checked last in its buffer), or undefined when none are known.
+ */
+export function pageCrcs(data: Uint8Array): Uint32Array | undefined {
+  const b = latest.get(data.buffer);
+  const pages = data.length / PAGE_SIZE;
+  if (!b || b.end !== data.byteOffset + data.length || pages > b.sums.length) return undefined;
+  return b.sums.subarray(b.sums.length - pages);
+}
