@@ -19,6 +19,7 @@ import { writeJson, writeText } from './io.ts';
 import {
   agreement,
   agreementTable,
+  fittedEfficiency,
   measuredRuns,
   PAPER,
   PAPER_QUICK,
@@ -167,12 +168,17 @@ async function runReal(
     link = {
       tcpMbps,
       migrationMbps: cal.mbps,
-      efficiency: Math.min(1, cal.mbps / config.linkMbps),
+      efficiency: fittedEfficiency(
+        config,
+        { dataMiB: config.fillMiB, setupMs: cal.setupMs, totalMs: cal.totalMs },
+        !shaped,
+      ),
       loopback: !shaped,
     };
     console.log(
       `${tcpMbps !== undefined ? `One TCP connection from pa to pb: ${tcpMbps.toFixed(0)} Mbit/s. ` : ''}` +
-        `An idle VM's precopy: ${cal.mbps.toFixed(0)} Mbit/s (the simulated link's efficiency: ${link.efficiency.toFixed(3)}).`,
+        `An idle VM's precopy: ${formatMs(cal.totalMs)}, ${cal.mbps.toFixed(0)} Mbit/s after its set-up; ` +
+        `its twin takes as long with the simulated link's efficiency at ${link.efficiency.toFixed(3)}.`,
     );
     for (const a of config.apps) {
       const picked = pickClient(a.app, a.client);

@@ -245,6 +245,80 @@ function pathFitted(scenario: Scenario, rate: number): Scenario {
   return { ...scenario, vms: [{ ...vm, workload }, ...scenario.vms.slice(1)] };
 }
 
+/** What the calibration measured: an idle VM holding `dataMiB` of data moved by precopy. */
+export interface CalibrationRun {
+  dataMiB: number;
+  setupMs: number;
+  totalMs: number;
+}
+
+/** The calibration's migration in the simulator, over a link of this efficiency. */
+export function calibrationTwin(
+  config: PaperConfig,
+  cal: CalibrationRun,
+  efficiency: number,
+  loopback = false,
+): Scenario {
+  const nicMbps = loopback ? 100 * config.linkMbps : config.linkMbps;
+  return validateScenario(
+    {
+      name: 'calibration',
+      durationS: 600,
+      ...(loopback ? {} : { network: { efficiency } }),
+      hosts: [
+        { name: 'a', nicMbps, latencyUs: LAB_LATENCY_US },
+        { name: 'b', nicMbps, latencyUs: LAB_LATENCY_US },
+      ],
+      vms: [
+        {
+          name: 'calibration',
+          host: 'a',
+          ramMiB: config.ramMiB,
+          usedMiB: Math.min(config.ramMiB, cal.dataMiB),
+          vcpus: config.vcpus,
+          workload: { kind: 'idle' },
+          dirty: { rateMBps: 0, hotSetMiB: 1 },
+        },
+      ],
+      migrations: [
+        {
+          vm: 'calibration',
+          to: 'b',
+          atS: 0,
+          mode: 'precopy',
+          setupMs: cal.setupMs,
+          ...(loopback ? { maxBandwidthMbps: config.linkMbps * efficiency } : {}),
+        },
+      ],
+    },
+    'calibration twin',
+  );
+}
+
+/**
+ * The simulated link's efficiency with which the twin of the calibration takes as long as
+ * the real one did. The simulator then carries the migration's fixed costs (set-up, the
+ * rounds' ends, the stop-and-copy, the last round trips) itself; dividing the
+ * calibration's bytes by its time would count them again in every page (a tenth of the
+ * rate on a 100 MiB migration), and every simulated run would take that much longer.
+ */
+export function fittedEfficiency(config: PaperConfig, cal: CalibrationRun, loopback = false): number {
+  const total = (efficiency: number) =>
+    simulate(calibrationTwin(config, cal, efficiency, loopback), { seed: 1 }).migrations[0]?.totalTimeMs ??
+    Number.NaN;
+  // the simulated time falls as the efficiency grows: bisect
+  let lo = 0.05;
+  let hi = 1;
+  if (!(total(hi) < cal.totalMs)) return 1;
+  if (!(total(lo) > cal.totalMs)) return lo;
+  for (let i = 0; i < 30; i++) {
+    const mid = (lo + hi) / 2;
+    if (total(mid) > cal.totalMs) lo = mid;
+    else hi = mid;
+  }
+  return (lo + hi) / 2;
+}
+
 /** The link the real runs had. */
 export interface PaperLink {
   /** Pages' goodput ÷ line rate (default: TCP over Ethernet). */

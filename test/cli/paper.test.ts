@@ -3,7 +3,16 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { clientLoop, closedLoopRate, measuredRuns, PAPER, paperScenarios } from '../../src/cli/paper.ts';
+import {
+  calibrationTwin,
+  clientLoop,
+  closedLoopRate,
+  fittedEfficiency,
+  measuredRuns,
+  PAPER,
+  PAPER_QUICK,
+  paperScenarios,
+} from '../../src/cli/paper.ts';
 import { percentiles } from '../../src/engine/stats.ts';
 import type { TrialResult } from '../../src/lab/trial.ts';
 import { simulate } from '../../src/sim/world.ts';
@@ -160,4 +169,32 @@ test('on loopback the twin caps only the migration, as the real source does: rep
   const [loop] = paperScenarios(PAPER, new Map(), { efficiency: 0.9, loopback: true });
   assert.ok(loop.scenario.hosts.every((h) => h.nicMbps >= 10 * PAPER.linkMbps));
   assert.equal(loop.scenario.migrations[0].maxBandwidthMbps, 0.9 * PAPER.linkMbps);
+});
+
+test("the link's efficiency is the one with which the calibration's twin takes the measured time", () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 40, max: 95 }),
+      fc.integer({ min: 0, max: 800 }),
+      fc.boolean(),
+      (percent, setupMs, loopback) => {
+        const truth = percent / 100;
+        const cal = { dataMiB: PAPER_QUICK.fillMiB, setupMs, totalMs: 0 };
+        const m = simulate(calibrationTwin(PAPER_QUICK, cal, truth, loopback), { seed: 1 }).migrations[0];
+        cal.totalMs = m.totalTimeMs;
+        const fitted = fittedEfficiency(PAPER_QUICK, cal, loopback);
+        assert.ok(Math.abs(fitted - truth) < 0.01, `fitted ${fitted}, true ${truth}`);
+        // the bytes over the time after the set-up count the fixed costs in every page: lower
+        const raw = (m.bytesSent * 8) / ((m.totalTimeMs - setupMs) / 1000) / 1e6 / PAPER_QUICK.linkMbps;
+        assert.ok(raw < truth, `raw rate ${raw} below the efficiency ${truth}`);
+      },
+    ),
+    { numRuns: 12 },
+  );
+});
+
+test('a calibration faster than any link gives an efficiency of 1, a slower one the floor', () => {
+  const cal = { dataMiB: PAPER_QUICK.fillMiB, setupMs: 100 };
+  assert.equal(fittedEfficiency(PAPER_QUICK, { ...cal, totalMs: 101 }), 1);
+  assert.equal(fittedEfficiency(PAPER_QUICK, { ...cal, totalMs: 3_600_000 }), 0.05);
 });
