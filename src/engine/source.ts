@@ -203,9 +203,13 @@ export class MigrationSource {
     }
   }
 
-  /** Cancels before the switchover (the guest keeps running here); false once it is too late. */
+  /**
+   * Cancels before the switchover (the guest keeps running here, or carries on once the
+   * driver's stop returns: it could not hold the guest's clients, say); false once it is
+   * too late.
+   */
   cancel(now: number, reason: string): boolean {
-    if (this.phase !== 'precopy') return false;
+    if (this.phase !== 'precopy' && this.phase !== 'stopping') return false;
     this.control.push({ type: 'abort', reason });
     this.finish(now, 'aborted', reason);
     return true;

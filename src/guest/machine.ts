@@ -237,6 +237,9 @@ export class GuestMachine {
    */
   async pause(): Promise<DeviceState> {
     Atomics.store(this.control, CONTROL_PAUSE, 1);
+    // no request is handed in from now on: one posted behind the pause would sit in a
+    // vCPU's queue, neither answered nor handed back (the device keeps it instead)
+    this.running = false;
     const pending: Request[] = [];
     const replies = await new Promise<{ pending: Request[]; stats: VcpuStats }[]>((resolve) => {
       const got: { pending: Request[]; stats: VcpuStats }[] = [];
@@ -255,7 +258,6 @@ export class GuestMachine {
       this.stats.parkedMs += r.stats.parkedMs;
     }
     this.pausing = null;
-    this.running = false;
     // the requests handed back run again wherever the guest resumes: their clients hear
     // nothing more from here (they reconnect and send them again)
     this.dropReplies('the guest stopped here');

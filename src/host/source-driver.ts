@@ -20,7 +20,7 @@ export interface Lanes {
 
 /** The host-side devices of the guest (its clients' connections), as a migration moves them. */
 export interface GuestDevices {
-  /** Before the guest stops: clients' bytes stop arriving here (they are kept for later). */
+  /** As the guest stops: clients' bytes stop arriving here (they are kept for later). */
   quiesce(): Promise<void>;
   /** At the stop: the devices' state, which moves with the guest; they let go of it here. */
   save(): unknown;
@@ -150,34 +150,40 @@ export class SourceDriver {
     }
   }
 
-  /** Stops the guest at a task boundary, then lets the engine sync and switch over. */
+  /**
+   * Stops the guest at a task boundary, then lets the engine sync and switch over. The
+   * switch holds the guest's client bytes while the vCPUs pause (what arrives meanwhile
+   * waits in the device, which moves with the guest): the downtime pays for the longer
+   * of the two, not both.
+   */
   private stopGuest(): void {
     if (this.pauseRequestedAt >= 0) return;
     this.pauseRequestedAt = now();
-    void this.devices.quiesce().then(
-      () =>
-        this.machine.pause().then(
-          (state) => {
-            this.state = state;
-            if (this.finished || this.source.phase !== 'stopping') {
-              // the migration ended (a lane broke, a cancel) while the guest was pausing:
-              // the destination never ran it, so it carries on here
-              this.resumeHere();
-              return;
-            }
-            // requests in progress stay queued in the devices' connection state, which
-            // moves with the guest; they run again wherever it resumes
-            const devices = this.devices.save();
-            this.source.guestStopped(now(), encodeDeviceState({ ...state, pending: [], devices }));
-            this.afterEngine();
-          },
-          (e: Error) => this.finish('failed', `could not stop the guest: ${e.message}`),
-        ),
-      (e: Error) => {
-        this.cancel(`its clients could not be held for the switchover: ${e.message}`);
-        this.devices.resumeHere();
-      },
-    );
+    void Promise.allSettled([this.devices.quiesce(), this.machine.pause()]).then(([held, paused]) => {
+      if (paused.status === 'rejected') {
+        this.finish(
+          'failed',
+          `could not stop the guest: ${(paused.reason as Error)?.message ?? paused.reason}`,
+        );
+        return;
+      }
+      this.state = paused.value;
+      if (held.status === 'rejected') {
+        const why = (held.reason as Error)?.message ?? String(held.reason);
+        this.cancel(`its clients could not be held for the switchover: ${why}`);
+      }
+      if (this.finished || this.source.phase !== 'stopping') {
+        // the migration ended (a lane broke, a cancel) while the guest was pausing: the
+        // destination never ran it, so it carries on here
+        this.resumeHere();
+        return;
+      }
+      // requests in progress stay queued in the devices' connection state, which moves
+      // with the guest; they run again wherever it resumes
+      const devices = this.devices.save();
+      this.source.guestStopped(now(), encodeDeviceState({ ...this.state, pending: [], devices }));
+      this.afterEngine();
+    });
   }
 
   /** The guest carries on here, with its devices. */

@@ -293,6 +293,37 @@ test('a destination that aborts during stop-and-copy leaves the guest running on
   assert.equal(src.outcome, 'aborted');
 });
 
+test('a cancel while the guest stops aborts the migration; after the stop it is too late', () => {
+  const stopping = () => {
+    const src = new MigrationSource(
+      migrationConfig(),
+      memory(100),
+      scriptedLog(() => []),
+    );
+    src.start(0);
+    src.next(0, 'bulk', 1 << 20);
+    src.sent(200, 100 * 4104);
+    src.next(200, 'bulk', 1 << 20);
+    assert.equal(src.phase, 'stopping');
+    return src;
+  };
+  const src = stopping();
+  assert.equal(src.cancel(201, 'the clients could not be held'), true);
+  assert.equal(src.outcome, 'aborted');
+  assert.deepEqual(
+    src.takeEvents().map((e) => e.type),
+    ['stop-guest', 'finished'],
+  );
+  const abort = src.next(201, 'bulk', 1 << 20);
+  assert.deepEqual(abort, { type: 'abort', reason: 'the clients could not be held' });
+  assert.throws(() => src.guestStopped(202), /guestStopped in phase finished/);
+
+  const late = stopping();
+  late.guestStopped(202);
+  assert.equal(late.cancel(203, 'too late'), false);
+  assert.equal(late.phase, 'stop-and-copy');
+});
+
 test('the destination refuses pages outside guest RAM and a switchover with pages missing', () => {
   const dst = new MigrationDestination(10);
   dst.receive(0, { type: 'pages', batch: { kind: 'bulk', runs: [8, 5], pageCount: 5, zeroCount: 0 } });

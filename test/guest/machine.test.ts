@@ -55,6 +55,23 @@ test('without the hook, a throwing handler is reported as a vCPU error', async (
   }
 });
 
+test('a request handed in while the guest pauses is refused, not left in a vCPU to run later', async () => {
+  const m = await boot('answers', 2);
+  try {
+    assert.equal(await ask(m, 'SET', '1'), '+OK\r\n');
+    const paused = m.pause();
+    // the device keeps this one (to run wherever the guest resumes)
+    await assert.rejects(ask(m, 'SET', '2'), /not running/);
+    const state = await paused;
+    assert.deepEqual(state.pending, []);
+    m.resume(state);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(await ask(m, 'GET'), ':1\r\n', 'the refused request never ran');
+  } finally {
+    await m.stop();
+  }
+});
+
 test("the vCPUs report their threads' time on a host core and waiting for one", async () => {
   const m = await boot('answers');
   try {

@@ -135,13 +135,16 @@ async function spawnFerry(
 
 /** A virtual switch: its address for hosts. */
 async function spawnSwitch(): Promise<string> {
+  return (await spawnSwitchProcess()).line;
+}
+
+async function spawnSwitchProcess(): Promise<{ child: ChildProcess; line: string }> {
   const port = await freePort();
-  const sw = await spawnFerry(
+  return spawnFerry(
     'the switch',
     ['switch', '--listen', `127.0.0.1:${port}`, '--secret-file', SECRET_FILE],
     /^(\S+:\d+)$/m,
   );
-  return sw.line;
 }
 
 async function spawnHost(id: string, secretFile = SECRET_FILE, switchAddress?: string): Promise<HostProcess> {
@@ -720,6 +723,29 @@ function runProgram(command: string, args: string[]): Promise<CliResult> {
 
 // ---------------------------------------------------------------------------------------
 // Hosts killed midway
+
+describe('a switch that went away', () => {
+  test("a migration whose VM's clients cannot be held is aborted at the stop; the VM runs on", async (t) => {
+    const sw = await spawnSwitchProcess();
+    const [a, b] = await Promise.all([
+      spawnHost('held-a', SECRET_FILE, sw.line),
+      spawnHost('held-b', SECRET_FILE, sw.line),
+    ]);
+    t.after(() => Promise.all([a.kill(), b.kill()]));
+    await createVm(a, { name: 'orphan', ramMiB: 16, vcpus: 2, app: 'kv' });
+    sw.child.kill('SIGKILL'); // the hold asked for at the stop gets no answer
+    const m = await startMigration(a, b, 'orphan', 'precopy');
+    const report = await finished(a, m.id);
+    t.diagnostic(`${report.outcome}: ${report.reason}`);
+    assert.equal(report.outcome, 'aborted');
+    assert.match(report.reason, /clients could not be held for the switchover/);
+    assert.equal((await listVms(a)).find((v) => v.name === 'orphan')?.state, 'running');
+    await until(
+      'the destination to drop its paused VM',
+      async () => !(await listVms(b)).some((v) => v.name === 'orphan'),
+    );
+  });
+});
 
 describe('a host killed midway', () => {
   let s1: HostProcess;
