@@ -75,7 +75,12 @@ export class SourceDriver {
     const ram = machine.ram;
     this.source = new MigrationSource(
       config,
-      { pageCount: ram.pages, zeroPagesIn: (s, n) => ram.zeroPagesIn(s, n) },
+      {
+        pageCount: ram.pages,
+        zeroPagesIn: (s, n) => ram.zeroPagesIn(s, n),
+        // one look at each page: its zero check and its copy into the frame
+        fillBatch: (b) => fillBatch(ram, b),
+      },
       {
         sync: (_now, into) => {
           ram.syncDirty(into);
@@ -194,8 +199,7 @@ export class SourceDriver {
 
   private send(lane: LaneConnection, m: SourceMessage): boolean {
     if (m.type !== 'pages') return this.account(lane.send(m), 64);
-    fillBatch(this.machine.ram, m.batch);
-    const frame = m.batch.frame;
+    const frame = m.batch.frame; // filled by the engine's fillBatch
     return this.account(
       lane.send(m, () => framePool.give(frame)),
       batchBytes(m.batch.pageCount, m.batch.zeroCount),
