@@ -444,13 +444,17 @@ export class Host {
           capabilities: ALL_CAPABILITIES,
         });
       // a destination that could not reach this host drops the migration and its lanes
+      let waiting = true;
       lanes.control!.onClose(async () => {
+        if (!waiting) return;
         const why = await call<IncomingInfo>(to.href, this.secretHex, 'GET', `/v1/incoming/${id}`)
           .then((i) => i.dropped)
           .catch(() => undefined);
         failed(new Error(why ?? 'it closed the control lane before opening the bulk lane'));
       });
-      lanes.bulk = await bulk;
+      lanes.bulk = await bulk.finally(() => {
+        waiting = false;
+      });
       return lanes as Lanes;
     } catch (e) {
       // the destination drops its paused VM when it sees the lanes close
