@@ -252,6 +252,18 @@ export interface CalibrationRun {
   totalMs: number;
 }
 
+/**
+ * The twins' two hosts: the lab's links, or on loopback links far faster than the line
+ * rate (the migration then carries its own cap).
+ */
+function twinHosts(config: PaperConfig, loopback: boolean) {
+  const nicMbps = loopback ? 100 * config.linkMbps : config.linkMbps;
+  return [
+    { name: 'a', nicMbps, latencyUs: LAB_LATENCY_US },
+    { name: 'b', nicMbps, latencyUs: LAB_LATENCY_US },
+  ];
+}
+
 /** The calibration's migration in the simulator, over a link of this efficiency. */
 export function calibrationTwin(
   config: PaperConfig,
@@ -259,16 +271,12 @@ export function calibrationTwin(
   efficiency: number,
   loopback = false,
 ): Scenario {
-  const nicMbps = loopback ? 100 * config.linkMbps : config.linkMbps;
   return validateScenario(
     {
       name: 'calibration',
       durationS: 600,
       ...(loopback ? {} : { network: { efficiency } }),
-      hosts: [
-        { name: 'a', nicMbps, latencyUs: LAB_LATENCY_US },
-        { name: 'b', nicMbps, latencyUs: LAB_LATENCY_US },
-      ],
+      hosts: twinHosts(config, loopback),
       vms: [
         {
           name: 'calibration',
@@ -343,7 +351,6 @@ export function paperScenarios(
 ): ScenarioVariant[] {
   const { efficiency, loopback } = link;
   // on loopback the hosts' links are fast and the migration carries its own cap
-  const nicMbps = loopback ? 100 * config.linkMbps : config.linkMbps;
   const cap = loopback ? { maxBandwidthMbps: config.linkMbps * (efficiency ?? 1) } : {};
   const out: ScenarioVariant[] = [];
   for (const a of config.apps)
@@ -370,10 +377,7 @@ export function paperScenarios(
         durationS: 600,
         settleS: config.afterMs / 1000,
         ...(efficiency && !loopback ? { network: { efficiency } } : {}),
-        hosts: [
-          { name: 'a', nicMbps, latencyUs },
-          { name: 'b', nicMbps, latencyUs },
-        ],
+        hosts: twinHosts(config, !!loopback),
         vms: [
           {
             name: `${a.app}`,
