@@ -147,7 +147,12 @@ async function spawnSwitchProcess(): Promise<{ child: ChildProcess; line: string
   );
 }
 
-async function spawnHost(id: string, secretFile = SECRET_FILE, switchAddress?: string): Promise<HostProcess> {
+async function spawnHost(
+  id: string,
+  secretFile = SECRET_FILE,
+  switchAddress?: string,
+  address = '127.0.0.1',
+): Promise<HostProcess> {
   const port = await freePort();
   const {
     child,
@@ -156,7 +161,7 @@ async function spawnHost(id: string, secretFile = SECRET_FILE, switchAddress?: s
   } = await spawnFerry(
     `host ${id}`,
     [
-      ...['host', '--listen', `127.0.0.1:${port}`, '--id', id, '--secret-file', secretFile],
+      ...['host', '--listen', `${address}:${port}`, '--id', id, '--secret-file', secretFile],
       ...(switchAddress ? ['--switch', switchAddress] : []),
     ],
     /^(http:\/\/\S+)$/m,
@@ -740,9 +745,30 @@ describe('a switch that went away', () => {
     assert.equal(report.outcome, 'aborted');
     assert.match(report.reason, /clients could not be held for the switchover/);
     assert.equal((await listVms(a)).find((v) => v.name === 'orphan')?.state, 'running');
-    await until(
-      'the destination to drop its paused VM',
-      async () => !(await listVms(b)).some((v) => v.name === 'orphan'),
+    await until('the destination to hear the abort', async () =>
+      b.log.some((l) => l.includes(`${m.id}: incoming migration aborted`)),
+    );
+  });
+});
+
+describe('a destination that cannot reach the source', () => {
+  test('the migration does not start, the source says why and keeps its VM', async (t) => {
+    // the source listens on 127.0.0.2 but reaches the destination from 127.0.0.1: the
+    // bulk lane the destination opens back to where the control lane came from is refused
+    const [src, dst] = await Promise.all([
+      spawnHost('multihomed', SECRET_FILE, undefined, '127.0.0.2'),
+      spawnHost('plain'),
+    ]);
+    t.after(() => Promise.all([src.kill(), dst.kill()]));
+    await createVm(src, { name: 'homebound', ramMiB: 8, vcpus: 1, app: 'kv' });
+    await assert.rejects(
+      startMigration(src, dst, 'homebound', 'precopy'),
+      /could not open the bulk lane back to the source: bulk lane to 127\.0\.0\.1:\d+: .*ECONNREFUSED/,
+    );
+    assert.equal((await listVms(src)).find((v) => v.name === 'homebound')?.state, 'running');
+    assert.ok(
+      dst.log.some((l) => /incoming VM homebound .* dropped: could not open the bulk lane back/.test(l)),
+      dst.log.join('\n'),
     );
   });
 });
