@@ -596,22 +596,30 @@ describe('two hosts', () => {
       bulkPort,
     } satisfies IncomingRequest);
 
-  test('a source that gives up before all its lanes connect leaves no paused VM behind', async () => {
-    const id = `given-up-${randomBytes(4).toString('hex')}`;
-    // a source port that accepts and never answers: the bulk lane b opens back hangs
-    const silent = net.createServer(() => {});
-    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
-    after(() => silent.close());
-    const inc = await prepareOnB(id, 'half', (silent.address() as net.AddressInfo).port);
-    assert.equal(inc.state, 'waiting');
-    const control = await connectLane({
+  /** A lane of migration `id` to b, as its source would open it. */
+  const laneToB = (inc: IncomingInfo, id: string, lane: 'control' | 'bulk' | 'urgent') =>
+    connectLane({
       host: '127.0.0.1',
       port: inc.lanesPort,
       secret: new Uint8Array(Buffer.from(SECRET, 'hex')),
       migrationId: id,
-      lane: 'control',
+      lane,
       capabilities: 0,
     });
+
+  /** A source's lane port that accepts and never answers: the bulk lane b opens back hangs. */
+  async function silentPort(): Promise<number> {
+    const silent = net.createServer(() => {});
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    after(() => silent.close());
+    return (silent.address() as net.AddressInfo).port;
+  }
+
+  test('a source that gives up before all its lanes connect leaves no paused VM behind', async () => {
+    const id = `given-up-${randomBytes(4).toString('hex')}`;
+    const inc = await prepareOnB(id, 'half', await silentPort());
+    assert.equal(inc.state, 'waiting');
+    const control = await laneToB(inc, id, 'control');
     control.destroy();
     await until('the incoming migration to be dropped', async () => {
       const i = await api<IncomingInfo>(b, 'GET', `/v1/incoming/${id}`);
@@ -631,16 +639,7 @@ describe('two hosts', () => {
     const port = (closed.address() as net.AddressInfo).port;
     await new Promise((r) => closed.close(r)); // nothing listens there now
     const inc = await prepareOnB(id, 'stranded', port);
-    const lane = (name: 'control' | 'urgent') =>
-      connectLane({
-        host: '127.0.0.1',
-        port: inc.lanesPort,
-        secret: new Uint8Array(Buffer.from(SECRET, 'hex')),
-        migrationId: id,
-        lane: name,
-        capabilities: 0,
-      });
-    const control = await lane('control');
+    const control = await laneToB(inc, id, 'control');
     const closedWith = new Promise<unknown>((r) => control.onClose(r));
     await until('the incoming migration to be dropped', async () => {
       const i = await api<IncomingInfo>(b, 'GET', `/v1/incoming/${id}`);
@@ -659,19 +658,10 @@ describe('two hosts', () => {
 
   test('the bulk lane of a migration into a host is refused when the source dials it', async () => {
     const id = `wrong-way-${randomBytes(4).toString('hex')}`;
-    const silent = net.createServer(() => {});
-    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
-    after(() => silent.close());
-    const inc = await prepareOnB(id, 'one-way', (silent.address() as net.AddressInfo).port);
-    const bulk = connectLane({
-      host: '127.0.0.1',
-      port: inc.lanesPort,
-      secret: new Uint8Array(Buffer.from(SECRET, 'hex')),
-      migrationId: id,
-      lane: 'bulk',
-      capabilities: 0,
-    }).then((l) => new Promise<unknown>((r) => l.onClose(r)));
-    await bulk; // accepted by the handshake, then closed: b opens the bulk lane itself
+    const inc = await prepareOnB(id, 'one-way', await silentPort());
+    const bulk = await laneToB(inc, id, 'bulk');
+    // accepted by the handshake, then closed: b opens the bulk lane itself
+    await new Promise<unknown>((r) => bulk.onClose(r));
     assert.ok(
       b.log.some((l) => l.includes(`no bulk lane of migration '${id}' expected here`)),
       b.log.join('\n'),
