@@ -620,24 +620,7 @@ test('read buffer: a client reading into one small buffer gets every message typ
 test('read buffer: a paused client reads nothing until it resumes, then everything in order', async (t) => {
   const server = await startServer(t);
   const p = await pair(t, server, 'bulk', 1 << 16);
-  const got: number[] = [];
-  p.client.onMessage((m) => {
-    if (m.type === 'roundEnd') got.push(m.round);
-  });
-  p.client.pauseReading();
-  for (let i = 1; i <= 300; i++) p.server.send({ type: 'roundEnd', round: i });
-  await new Promise((r) => setTimeout(r, 100));
-  assert.deepEqual(got, [], 'nothing delivered while reading is paused');
-  const all = deferred<void>('the rest after resuming');
-  p.client.onMessage((m) => {
-    if (m.type === 'roundEnd' && m.round === 300) all.resolve();
-  });
-  p.client.resumeReading();
-  await all.promise;
-  assert.deepEqual(
-    got,
-    Array.from({ length: 300 }, (_, i) => i + 1),
-  );
+  await pausedThenResumed(p.server, p.client, 0, 300);
 });
 
 test('read buffer: a read buffer under 4 KiB is refused up front', async () => {
@@ -854,28 +837,42 @@ test('bulk: 256 MiB of pages frames arrive complete and in order, with backpress
   assert.ok(maxBuffered < 4 * 1024 * 1024, `the socket queue stayed bounded (${maxBuffered} bytes)`);
 });
 
-test('frames: a lane that stops reading delivers nothing until it resumes, then everything in order', async (t) => {
-  const server = await startServer(t);
-  const p = await pair(t, server, 'bulk');
+/**
+ * `receiver` has `before` rounds in hand, stops reading while `sender` sends rounds up to
+ * `last`, and gets nothing until it reads again; then every round, in order.
+ */
+async function pausedThenResumed(
+  sender: LaneConnection,
+  receiver: LaneConnection,
+  before: number,
+  last: number,
+): Promise<void> {
   const got: number[] = [];
-  p.server.onMessage((m) => {
+  receiver.onMessage((m) => {
     if (m.type === 'roundEnd') got.push(m.round);
   });
-  p.client.send({ type: 'roundEnd', round: 1 });
+  const inHand = Array.from({ length: before }, (_, i) => i + 1);
+  for (const round of inHand) sender.send({ type: 'roundEnd', round });
   await new Promise((r) => setTimeout(r, 50));
-  assert.deepEqual(got, [1]);
-  p.server.pauseReading();
-  for (let i = 2; i <= 200; i++) p.client.send({ type: 'roundEnd', round: i });
+  assert.deepEqual(got, inHand);
+  receiver.pauseReading();
+  for (let i = before + 1; i <= last; i++) sender.send({ type: 'roundEnd', round: i });
   await new Promise((r) => setTimeout(r, 100));
-  assert.deepEqual(got, [1], 'nothing delivered while reading is paused');
+  assert.deepEqual(got, inHand, 'nothing delivered while reading is paused');
   const all = deferred<void>('the rest after resuming');
-  p.server.onMessage((m) => {
-    if (m.type === 'roundEnd' && m.round === 200) all.resolve();
+  receiver.onMessage((m) => {
+    if (m.type === 'roundEnd' && m.round === last) all.resolve();
   });
-  p.server.resumeReading();
+  receiver.resumeReading();
   await all.promise;
   assert.deepEqual(
     got,
-    Array.from({ length: 200 }, (_, i) => i + 1),
+    Array.from({ length: last }, (_, i) => i + 1),
   );
+}
+
+test('frames: a lane that stops reading delivers nothing until it resumes, then everything in order', async (t) => {
+  const server = await startServer(t);
+  const p = await pair(t, server, 'bulk');
+  await pausedThenResumed(p.client, p.server, 1, 200);
 });
