@@ -3,7 +3,8 @@
 // Usage: npm run bench:real [-- --json FILE] [-- --ram MiB]
 // Prints the page throughput of a precopy round, downtimes, remote-fault latency under a
 // busy bulk lane (a task writing random pages), and what cooperative faults buy a loaded
-// key-value VM right after the switchover.
+// key-value VM right after the switchover: on loopback, and between hosts that add a
+// round trip of a few milliseconds to their lanes (`far` in the JSON).
 
 import { writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -16,14 +17,28 @@ import {
   type VmInfo,
 } from '../src/host/api.ts';
 import { startLoad } from '../src/host/loadgen.ts';
-import { startLoopback } from '../src/lab/loopback.ts';
+import { type Cluster, startLoopback } from '../src/lab/loopback.ts';
 
 const { values } = parseArgs({ options: { json: { type: 'string' }, ram: { type: 'string' } } });
 const BIG_MIB = Number(values.ram ?? 1024);
 const clock = () => performance.timeOrigin + performance.now();
-// a switch and hosts a, b on loopback; clients reach the VMs through the switch
-const cluster = await startLoopback();
-const secret = cluster.secretHex;
+/**
+ * Latency each host adds to its lanes for the kv runs at a distance (ms): a 2 ms round
+ * trip more, as between hosts in different rooms or a metro area apart.
+ */
+const FAR_LATENCY_MS = 1;
+
+/** Each host's cluster secret, by control URL. */
+const secrets = new Map<string, string>();
+const api = <T>(url: string, method: string, path: string, body?: unknown) =>
+  call<T>(url, secrets.get(url) ?? '', method, path, body);
+
+/** A switch and hosts a, b on loopback (clients reach the VMs through the switch). */
+async function loopback(laneLatencyMs = 0): Promise<{ cluster: Cluster; a: string; b: string }> {
+  const cluster = await startLoopback({ laneLatencyMs });
+  for (const h of cluster.hosts) secrets.set(h.url, cluster.secretHex);
+  return { cluster, a: cluster.hosts[0].url, b: cluster.hosts[1].url };
+}
 
 async function migrate(
   from: string,
@@ -31,10 +46,10 @@ async function migrate(
   body: Omit<StartMigration, 'to'>,
 ): Promise<{ report: RealMigrationReport; startedAt: number }> {
   const startedAt = clock();
-  let info = await call<MigrationInfo>(from, secret, 'POST', '/v1/migrations', { ...body, to });
+  let info = await api<MigrationInfo>(from, 'POST', '/v1/migrations', { ...body, to });
   while (info.state !== 'done') {
     await new Promise((r) => setTimeout(r, 20));
-    info = await call<MigrationInfo>(from, secret, 'GET', `/v1/migrations/${info.id}`);
+    info = await api<MigrationInfo>(from, 'GET', `/v1/migrations/${info.id}`);
   }
   const r = info.report!;
   if (r.outcome !== 'completed' || !r.integrity.ok) throw new Error(`migration ${r.outcome}: ${r.reason}`);
@@ -73,7 +88,7 @@ interface ProbeRun {
  * no prepaging, so that every page the task touches first is a demand of its own.
  */
 async function probeRun(from: string, to: string, name: string, cooperative: boolean): Promise<ProbeRun> {
-  await call<VmInfo>(from, secret, 'POST', '/v1/vms', {
+  await api<VmInfo>(from, 'POST', '/v1/vms', {
     name,
     ramMiB: 256,
     vcpus: 1,
@@ -94,7 +109,7 @@ async function probeRun(from: string, to: string, name: string, cooperative: boo
     prepage: 0,
     maxBandwidthMbps: 1000,
   });
-  await call(to, secret, 'DELETE', `/v1/vms/${name}`);
+  await api(to, 'DELETE', `/v1/vms/${name}`);
   return {
     cooperative,
     faults: report.remoteFaults,
@@ -105,7 +120,7 @@ async function probeRun(from: string, to: string, name: string, cooperative: boo
 
 /** A loaded kv VM on `from` moves to `to` with postcopy; its clients' throughput around it. */
 async function kvRun(from: string, to: string, name: string, cooperative: boolean): Promise<KvRun> {
-  const vm = await call<VmInfo>(from, secret, 'POST', '/v1/vms', {
+  const vm = await api<VmInfo>(from, 'POST', '/v1/vms', {
     name,
     ramMiB: 256,
     vcpus: 1,
@@ -138,7 +153,7 @@ async function kvRun(from: string, to: string, name: string, cooperative: boolea
     maxBandwidthMbps: 1000,
   });
   const res = await load.done;
-  await call(to, secret, 'DELETE', `/v1/vms/${name}`);
+  await api(to, 'DELETE', `/v1/vms/${name}`);
   if (res.lost > 0 || res.errors > 0)
     throw new Error(`${name}: ${res.lost} commands lost, ${res.errors} errors`);
   const sw = startedAt + report.switchoverMs - res.startedAt; // ms since the load began
@@ -158,13 +173,49 @@ async function kvRun(from: string, to: string, name: string, cooperative: boolea
   };
 }
 
+const lat = (l: { p50: number; p99: number }) => `p50 ${l.p50} µs, p99 ${l.p99} µs`;
+const medianLatency = (runs: { p50: number; p99: number }[]) => ({
+  p50: median(runs.map((r) => r.p50)),
+  p99: median(runs.map((r) => r.p99)),
+});
+
+/**
+ * Cooperative and blocking kv runs in turn between `a` and `b` (a warm-up pair, then
+ * PAIRS measured): the first second after the switchover, cooperative ÷ blocking.
+ */
+async function kvPairs(a: string, b: string, label: string) {
+  const runs: KvRun[] = [];
+  for (let i = 0; i < 2 + 2 * PAIRS; i++) {
+    const cooperative = i % 2 === 0;
+    const [from, to] = i % 4 < 2 ? [a, b] : [b, a];
+    const run = await kvRun(from, to, `${label}${i}`, cooperative);
+    if (i < 2) continue; // warm-up: the hosts' postcopy paths compiled
+    runs.push(run);
+    console.log(
+      `${label}, 1 vCPU, postcopy, ${cooperative ? 'cooperative' : 'blocking   '} faults: ${String(run.faults).padStart(5)} remote faults, ` +
+        `latency ${lat(run)}; ${run.before.toFixed(0)} ops/s before, ` +
+        `${(run.first1s * 100).toFixed(0)}% of it in the first second after the switchover`,
+    );
+  }
+  const coop = runs.filter((r) => r.cooperative);
+  const blocking = runs.filter((r) => !r.cooperative);
+  const ratios = coop.map((c, k) => c.first1s / blocking[k].first1s);
+  return {
+    ratios,
+    ratio: median(ratios),
+    faultLatencyUs: { cooperative: medianLatency(coop), blocking: medianLatency(blocking) },
+  };
+}
+
+const nearHosts = await loopback();
+
 async function main() {
-  const [a, b] = cluster.hosts.map((h) => h.url);
+  const { a, b } = nearHosts;
   const results: Record<string, unknown> = {};
 
   // 0. warm-up: a small VM there and back, precopy then postcopy, so that what follows
   // measures hosts whose migration paths are compiled, as a host that has been up a while
-  await call<VmInfo>(a, secret, 'POST', '/v1/vms', {
+  await api<VmInfo>(a, 'POST', '/v1/vms', {
     name: 'warm',
     ramMiB: 64,
     vcpus: 1,
@@ -173,10 +224,10 @@ async function main() {
   });
   await migrate(a, b, { ...base, vm: 'warm', mode: 'precopy' });
   await migrate(b, a, { ...base, vm: 'warm', mode: 'postcopy' });
-  await call(a, secret, 'DELETE', '/v1/vms/warm');
+  await api(a, 'DELETE', '/v1/vms/warm');
 
   // 1. page throughput of a precopy round, and downtimes, for a VM whose RAM is full of data
-  await call<VmInfo>(a, secret, 'POST', '/v1/vms', {
+  await api<VmInfo>(a, 'POST', '/v1/vms', {
     name: 'big',
     ramMiB: BIG_MIB,
     vcpus: 1,
@@ -201,12 +252,11 @@ async function main() {
       `${(results.bulkFreshGBps as number).toFixed(2)} GB/s into fresh memory (target ≥ 1.5)\n` +
       `downtime: precopy ${pre.downtimeMs.toFixed(1)} ms (limit 300), postcopy ${post.downtimeMs.toFixed(2)} ms (target ≤ 5)`,
   );
-  await call(b, secret, 'DELETE', '/v1/vms/big');
+  await api(b, 'DELETE', '/v1/vms/big');
 
   // 2. remote-fault latency while the background push keeps the bulk lane busy. The bulk
   // lane runs at 1 Gbit/s, as over a link of that rate (loopback has none: the push would
   // take every core). Cooperative and blocking runs alternate, each VM moving between a and b.
-  const lat = (l: { p50: number; p99: number }) => `p50 ${l.p50} µs, p99 ${l.p99} µs`;
   const probes: ProbeRun[] = [];
   for (let i = 0; i < 2 * PAIRS; i++) {
     const [from, to] = i % 4 < 2 ? [a, b] : [b, a];
@@ -217,10 +267,6 @@ async function main() {
         `${String(run.faults).padStart(5)} remote faults, latency ${lat(run)}`,
     );
   }
-  const medianLatency = (runs: { p50: number; p99: number }[]) => ({
-    p50: median(runs.map((r) => r.p50)),
-    p99: median(runs.map((r) => r.p99)),
-  });
   const probeLatency = medianLatency(probes.filter((r) => r.cooperative));
   results.faultLatencyUs = probeLatency;
   results.blockingFaultLatencyUs = medianLatency(probes.filter((r) => !r.cooperative));
@@ -229,31 +275,37 @@ async function main() {
   // are a closed loop with think time, so that before the migration the machine has room:
   // at full speed they alone use both cores of a small machine, and any fault would then
   // be measured as CPU queueing.
-  const runs: KvRun[] = [];
-  for (let i = 0; i < 2 + 2 * PAIRS; i++) {
-    const cooperative = i % 2 === 0;
-    const [from, to] = i % 4 < 2 ? [a, b] : [b, a];
-    const run = await kvRun(from, to, `kv${i}`, cooperative);
-    if (i < 2) continue; // warm-up: the hosts' postcopy paths compiled
-    runs.push(run);
-    console.log(
-      `kv, 1 vCPU, postcopy, ${cooperative ? 'cooperative' : 'blocking   '} faults: ${String(run.faults).padStart(5)} remote faults, ` +
-        `latency ${lat(run)}; ${run.before.toFixed(0)} ops/s before, ` +
-        `${(run.first1s * 100).toFixed(0)}% of it in the first second after the switchover`,
-    );
-  }
-  const coop = runs.filter((r) => r.cooperative);
-  const blocking = runs.filter((r) => !r.cooperative);
-  const ratios = coop.map((c, k) => c.first1s / blocking[k].first1s);
-  results.kvFaultLatencyUs = { cooperative: medianLatency(coop), blocking: medianLatency(blocking) };
-  results.coopOverBlockingFirst1s = median(ratios);
+  const near = await kvPairs(a, b, 'kv');
+  results.kvFaultLatencyUs = near.faultLatencyUs;
+  results.coopOverBlockingFirst1s = near.ratio;
   console.log(
     `fault latency, medians of ${PAIRS} runs: cooperative ${lat(probeLatency)} (targets ≤ 150 and ≤ 1000), ` +
       `blocking ${lat(results.blockingFaultLatencyUs as { p50: number; p99: number })}; ` +
-      `under kv load: cooperative ${lat(medianLatency(coop))}, blocking ${lat(medianLatency(blocking))}\n` +
-      `first second after the switchover, cooperative ÷ blocking: ${(results.coopOverBlockingFirst1s as number).toFixed(2)} ` +
-      `(median; pairs ${ratios.map((r) => r.toFixed(2)).join(', ')})`,
+      `under kv load: cooperative ${lat(near.faultLatencyUs.cooperative)}, blocking ${lat(near.faultLatencyUs.blocking)}\n` +
+      `first second after the switchover, cooperative ÷ blocking: ${near.ratio.toFixed(2)} ` +
+      `(median; pairs ${near.ratios.map((r) => r.toFixed(2)).join(', ')})`,
   );
+  await nearHosts.cluster.down();
+
+  // 4. the same between hosts that each add FAR_LATENCY_MS to their lanes: a demand now
+  // takes milliseconds, which a blocked vCPU loses and a parked task does not
+  const farHosts = await loopback(FAR_LATENCY_MS);
+  try {
+    const far = await kvPairs(farHosts.a, farHosts.b, 'far');
+    results.far = {
+      laneLatencyMs: FAR_LATENCY_MS,
+      kvFaultLatencyUs: far.faultLatencyUs,
+      coopOverBlockingFirst1s: far.ratio,
+    };
+    console.log(
+      `hosts ${2 * FAR_LATENCY_MS} ms further apart (round trip): under kv load, fault latency cooperative ` +
+        `${lat(far.faultLatencyUs.cooperative)}, blocking ${lat(far.faultLatencyUs.blocking)}\n` +
+        `first second after the switchover, cooperative ÷ blocking: ${far.ratio.toFixed(2)} ` +
+        `(median; pairs ${far.ratios.map((r) => r.toFixed(2)).join(', ')})`,
+    );
+  } finally {
+    await farHosts.cluster.down();
+  }
   console.log(`node ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}`);
   if (values.json) writeFileSync(values.json, `${JSON.stringify(results, null, 2)}\n`);
 }
@@ -261,5 +313,5 @@ async function main() {
 try {
   await main();
 } finally {
-  await cluster.down();
+  await nearHosts.cluster.down();
 }

@@ -31,6 +31,7 @@ export async function hostCommand(opts: {
   lanesPort: number;
   switch?: string;
   ramPool: number;
+  laneLatency: number;
 }) {
   const { host, port } = parseListen(opts.listen);
   if (opts.switch !== undefined && !/^.+:\d+$/.test(opts.switch))
@@ -43,6 +44,7 @@ export async function hostCommand(opts: {
     secret: readSecret(opts.secretFile),
     switchAddress: opts.switch,
     ramPoolMiB: opts.ramPool,
+    laneLatencyMs: opts.laneLatency,
     log: (line) => console.error(`[${new Date().toISOString()}] ${opts.id}: ${line}`),
   });
   try {

@@ -21,6 +21,7 @@ import {
 } from '../lab/lab.ts';
 import { table } from '../report/summary.ts';
 import { UsageError } from './errors.ts';
+import { parseLatency } from './option-parsers.ts';
 
 interface CommonOpts {
   dir: string;
@@ -31,6 +32,7 @@ interface CommonOpts {
 
 interface UpOpts extends CommonOpts {
   mbps: number;
+  latency: number;
   switch: boolean;
   timeout: number;
   json?: boolean;
@@ -61,6 +63,7 @@ function options(o: CommonOpts & Partial<UpOpts>): LabOptions {
     subnet: o.subnet,
     bridge: o.bridge,
     mbps: o.mbps,
+    latencyMs: o.latency,
     switch: o.switch,
     timeoutMs: o.timeout === undefined ? undefined : o.timeout * 1000,
   };
@@ -91,6 +94,10 @@ function printUp(state: LabState): void {
     `links   ${rate(state.mbps)} each way between every host and the bridge ${state.bridge?.name} ` +
       `(tc tbf on both ends of each veth, burst ${state.tbf.burstBytes} B)`,
   );
+  if (state.latencyMs)
+    console.log(
+      `        + ${state.latencyMs} ms each way on migration lanes, added by the hosts (this kernel has no netem)`,
+    );
   console.log(`secret  ${state.secretFile}`);
   if (state.bridgeCallsIptables)
     console.log('note    bridged frames pass through iptables (net.bridge.bridge-nf-call-iptables = 1)');
@@ -181,6 +188,12 @@ export function registerLab(program: Command): void {
       ),
   )
     .option('--mbps <n>', 'link rate in Mbit/s, each direction', parseMbps, DEFAULT_MBPS)
+    .option(
+      '--latency <ms>',
+      'latency added each way to the migration lanes between hosts (by the hosts: no netem here)',
+      parseLatency,
+      0,
+    )
     .option('--no-switch', 'no virtual switch; hosts start without --switch')
     .option('--timeout <s>', 'how long the processes get to answer', parseSeconds, DEFAULT_TIMEOUT_MS / 1000)
     .option('--json', 'print lab.json instead of the summary')

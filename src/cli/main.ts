@@ -1,48 +1,24 @@
 // The `ferry` command line.
 
-import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { Command, CommanderError } from 'commander';
 import { ScenarioError } from '../sim/scenario.ts';
 import { demoCommand } from './demo.ts';
 import { UsageError } from './errors.ts';
 import { experimentCommand } from './experiment.ts';
 import { hostCommand, migrateCommand, vmCreateCommand, vmListCommand, vmStopCommand } from './hosts.ts';
 import { registerLab } from './lab.ts';
+import {
+  parseAppOption,
+  parseCount,
+  parseLatency,
+  parseNumber,
+  parseSeed,
+  parseWhole,
+} from './option-parsers.ts';
 import { reportCommand } from './report.ts';
 import { simCommand } from './sim.ts';
 import { switchCommand } from './switch.ts';
 import { validateCommand } from './validate.ts';
-
-export function parseCount(v: string): number {
-  if (!/^\d+$/.test(v) || Number(v) < 1) throw new InvalidArgumentError('must be a whole number ≥ 1');
-  return Number(v);
-}
-
-/**
- * One `KEY=VALUE` app option, added to those before it. The value is read as JSON when it
- * is JSON (numbers, true/false), else taken as a string: `rateMBps=20`, `pattern=random`.
- */
-export function parseAppOption(v: string, previous: Record<string, unknown> = {}): Record<string, unknown> {
-  const m = /^([A-Za-z][A-Za-z0-9]*)=(.*)$/.exec(v);
-  if (!m) throw new InvalidArgumentError(`'${v}' is not KEY=VALUE (e.g. rateMBps=20)`);
-  let value: unknown = m[2];
-  try {
-    value = JSON.parse(m[2]);
-  } catch {
-    // a bare word: a string
-  }
-  return { ...previous, [m[1]]: value };
-}
-
-export function parseWhole(v: string): number {
-  if (!/^\d+$/.test(v)) throw new InvalidArgumentError('must be a whole number ≥ 0');
-  return Number(v);
-}
-
-export function parseSeed(v: string): number {
-  if (!/^\d+$/.test(v) || Number(v) > 0xffffffff)
-    throw new InvalidArgumentError('seed must be an integer 0..4294967295');
-  return Number(v);
-}
 
 // Output piped into `head` and the like: stop quietly when the reader goes away.
 process.stdout.on('error', (e: NodeJS.ErrnoException) => {
@@ -89,12 +65,6 @@ program
   )
   .option('--hot-pattern <p>', 'how the hot set is rewritten: none | burst | sweep | once (default none)')
   .action(validateCommand);
-
-const parseNumber = (what: string) => (v: string) => {
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`${what} must be a number ≥ 0`);
-  return n;
-};
 
 program
   .command('demo')
@@ -154,6 +124,12 @@ program
     'guest RAM kept mapped, once its VM left or stopped, for the next VMs of the same size (0: none)',
     parseWhole,
     2048,
+  )
+  .option(
+    '--lane-latency <ms>',
+    'latency added to every message reaching this host on a migration lane, as over a longer link (user space: this kernel has no netem)',
+    parseLatency,
+    0,
   )
   .action(hostCommand);
 

@@ -26,6 +26,7 @@ import {
 } from './api.ts';
 import { type ClientPorts, DirectPorts } from './client-ports.ts';
 import { DestinationDriver } from './destination-driver.ts';
+import { delayedLane, MAX_LANE_LATENCY_MS } from './lane-latency.ts';
 import { type NicState, VmNic } from './nic.ts';
 import { RamPool } from './ram-pool.ts';
 import { type GuestDevices, type Lanes, SourceDriver } from './source-driver.ts';
@@ -49,6 +50,11 @@ export interface HostOptions {
   switchAddress?: string;
   /** MiB of guest RAM kept, once its VM left or stopped, for the next VMs (default 2048). */
   ramPoolMiB?: number;
+  /**
+   * Latency (ms) added to every message that reaches this host on a migration lane, as
+   * over a longer link (default 0; see lane-latency.ts).
+   */
+  laneLatencyMs?: number;
   log: (line: string) => void;
 }
 
@@ -112,6 +118,9 @@ export class Host {
   private readonly secretHex: string;
 
   constructor(readonly options: HostOptions) {
+    const latency = options.laneLatencyMs ?? 0;
+    if (!(Number.isFinite(latency) && latency >= 0 && latency <= MAX_LANE_LATENCY_MS))
+      throw new RangeError(`lane latency ${latency} ms: must be between 0 and ${MAX_LANE_LATENCY_MS}`);
     this.secretHex = Buffer.from(options.secret).toString('hex');
     this.ports = new DirectPorts(options.host);
     this.ramPool = new RamPool((options.ramPoolMiB ?? 2048) * 2 ** 20, () => this.migrating());
@@ -138,7 +147,8 @@ export class Host {
       secret: this.options.secret,
       capabilities: ALL_CAPABILITIES,
       log: this.options.log,
-      onLane: (lane) => {
+      onLane: (accepted) => {
+        const lane = this.distant(accepted);
         try {
           this.laneArrived(lane);
         } catch (e) {
@@ -435,14 +445,16 @@ export class Host {
     );
     try {
       for (const lane of ['control', 'urgent'] as const)
-        lanes[lane] = await connectLane({
-          host: to.hostname,
-          port,
-          secret: this.options.secret,
-          migrationId: id,
-          lane,
-          capabilities: ALL_CAPABILITIES,
-        });
+        lanes[lane] = this.distant(
+          await connectLane({
+            host: to.hostname,
+            port,
+            secret: this.options.secret,
+            migrationId: id,
+            lane,
+            capabilities: ALL_CAPABILITIES,
+          }),
+        );
       // a destination that could not reach this host drops the migration and its lanes
       let waiting = true;
       lanes.control!.onClose(async () => {
@@ -630,21 +642,28 @@ export class Host {
     const host = hostOf(control.remoteAddress);
     const port = inc.request.bulkPort;
     try {
-      const lane = await connectLane({
-        host,
-        port,
-        secret: this.options.secret,
-        migrationId: inc.info.migrationId,
-        lane: 'bulk',
-        capabilities: ALL_CAPABILITIES,
-        readBuffer: BULK_READ_BUFFER,
-      });
+      const lane = this.distant(
+        await connectLane({
+          host,
+          port,
+          secret: this.options.secret,
+          migrationId: inc.info.migrationId,
+          lane: 'bulk',
+          capabilities: ALL_CAPABILITIES,
+          readBuffer: BULK_READ_BUFFER,
+        }),
+      );
       if (inc.info.state === 'done') lane.destroy();
       else this.addLane(inc, lane);
     } catch (e) {
       // the error names the lane and the address
       void this.dropIncoming(inc, `could not open the bulk lane back to the source: ${(e as Error).message}`);
     }
+  }
+
+  /** A lane as this host sees it: its messages late by the configured latency. */
+  private distant(lane: LaneConnection): LaneConnection {
+    return delayedLane(lane, this.options.laneLatencyMs ?? 0);
   }
 
   private addLane(inc: Incoming, lane: LaneConnection): void {

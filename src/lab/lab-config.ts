@@ -1,5 +1,6 @@
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { MAX_LANE_LATENCY_MS } from '../host/lane-latency.ts';
 import { LabError, parseIpv4, type Tbf, tbfFor } from './netns.ts';
 
 export const API_PORT = 7001;
@@ -39,6 +40,11 @@ export interface LabOptions {
   hosts?: string[];
   /** Link rate in Mbit/s, each direction (default 1000). */
   mbps?: number;
+  /**
+   * Latency (ms) each host adds to the messages reaching it on a migration lane (default 0):
+   * tc here has no netem, so the hosts add it (`ferry host --lane-latency`).
+   */
+  latencyMs?: number;
   /** First three octets of the lab's /24 (default 10.77.0). */
   subnet?: string;
   /** The bridge's name (default ferrybr0). */
@@ -54,6 +60,7 @@ export interface LabOptions {
 export interface LabConfig {
   hosts: string[];
   mbps: number;
+  latencyMs: number;
   subnet: string;
   bridge: string;
   /** Absolute. */
@@ -77,6 +84,9 @@ export function labConfig(o: LabOptions = {}): LabConfig {
   const mbps = o.mbps ?? DEFAULT_MBPS;
   if (!Number.isFinite(mbps) || mbps < 0.01 || mbps > 1_000_000)
     throw new LabError('--mbps must be a number of Mbit/s between 0.01 and 1000000');
+  const latencyMs = o.latencyMs ?? 0;
+  if (!(Number.isFinite(latencyMs) && latencyMs >= 0 && latencyMs <= MAX_LANE_LATENCY_MS))
+    throw new LabError(`--latency must be a number of ms from 0 to ${MAX_LANE_LATENCY_MS}`);
   const subnet = o.subnet ?? DEFAULT_SUBNET;
   if (parseIpv4(`${subnet}.0`) === undefined)
     throw new LabError(`--subnet: '${subnet}' is not the first three octets of an IPv4 /24, e.g. 10.77.0`);
@@ -88,6 +98,7 @@ export function labConfig(o: LabOptions = {}): LabConfig {
   return {
     hosts,
     mbps,
+    latencyMs,
     subnet,
     bridge,
     dir: resolve(o.dir ?? DEFAULT_DIR),
@@ -208,6 +219,7 @@ export function labProcesses(config: LabConfig, lay: Layout = layout(config)): P
         '--lanes-port',
         String(LANES_PORT),
         ...(lay.switchAddress ? ['--switch', lay.switchAddress] : []),
+        ...(config.latencyMs > 0 ? ['--lane-latency', String(config.latencyMs)] : []),
       ],
       log: join(config.dir, `${h.name}.log`),
       ready: { kind: 'api', url: h.url },

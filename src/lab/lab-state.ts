@@ -34,6 +34,8 @@ export interface LabState {
   marker: string;
   createdAt: string;
   mbps: number;
+  /** Latency the hosts add to their migration lanes, ms (absent: none). */
+  latencyMs?: number;
   tbf: Tbf;
   subnet: string;
   secretFile: string;

@@ -316,6 +316,7 @@ function emptyState(
     dir: config.dir,
     marker: lay.marker,
     mbps: config.mbps,
+    latencyMs: config.latencyMs,
     tbf: lay.tbf,
     subnet: config.subnet,
     secretFile: lay.secretFile,

@@ -28,6 +28,8 @@ export interface LoopbackOptions {
   hosts?: string[];
   /** Folder for the secret and the logs (default: a new temporary folder, removed on `down`). */
   dir?: string;
+  /** Latency each host adds to its migration lanes' messages, ms (default 0). */
+  laneLatencyMs?: number;
 }
 
 /** Starts a switch and the hosts on 127.0.0.1. */
@@ -98,6 +100,7 @@ export async function startLoopback(options: LoopbackOptions = {}): Promise<Clus
           [
             ...['host', '--listen', '127.0.0.1:0', '--id', name, '--secret-file', secretFile],
             ...['--switch', switchAddress],
+            ...(options.laneLatencyMs ? ['--lane-latency', String(options.laneLatencyMs)] : []),
           ],
           /^(http:\/\/\S+)$/m,
         ),

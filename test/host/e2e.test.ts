@@ -152,6 +152,7 @@ async function spawnHost(
   secretFile = SECRET_FILE,
   switchAddress?: string,
   address = '127.0.0.1',
+  extra: string[] = [],
 ): Promise<HostProcess> {
   const port = await freePort();
   const {
@@ -163,6 +164,7 @@ async function spawnHost(
     [
       ...['host', '--listen', `${address}:${port}`, '--id', id, '--secret-file', secretFile],
       ...(switchAddress ? ['--switch', switchAddress] : []),
+      ...extra,
     ],
     /^(http:\/\/\S+)$/m,
   );
@@ -760,6 +762,36 @@ describe('a destination that cannot reach the source', () => {
       dst.log.some((l) => /incoming VM homebound .* dropped: could not open the bulk lane back/.test(l)),
       dst.log.join('\n'),
     );
+  });
+});
+
+describe('hosts far apart', () => {
+  test('each demand pays the round trip the hosts add; the RAM arrives intact', async (t) => {
+    const LATENCY_MS = 3;
+    const far = ['--lane-latency', String(LATENCY_MS)];
+    const [src, dst] = await Promise.all([
+      spawnHost('far-a', SECRET_FILE, undefined, '127.0.0.1', far),
+      spawnHost('far-b', SECRET_FILE, undefined, '127.0.0.1', far),
+    ]);
+    t.after(() => Promise.all([src.kill(), dst.kill()]));
+    await createVm(src, {
+      name: 'distant',
+      ramMiB: 16,
+      vcpus: 1,
+      app: 'memtouch',
+      appOptions: { rateMBps: 8, workingSetBytes: 12 * 2 ** 20, prefill: true, pattern: 'random' },
+    });
+    const started = await startMigration(src, dst, 'distant', 'postcopy', {
+      prepage: 0,
+      maxBandwidthMbps: 50,
+    });
+    const r = await finished(src, started.id);
+    assert.equal(r.outcome, 'completed', describeReport(r));
+    assert.deepEqual(r.integrity, { checked: true, ok: true });
+    assert.ok(r.remoteFaults > 0, describeReport(r));
+    // a demand crosses twice: to the source and back, each way LATENCY_MS late
+    assert.ok(r.faultLatencyUs.p50 >= 2 * LATENCY_MS * 1000, describeReport(r));
+    assert.ok(r.downtimeMs >= LATENCY_MS, 'the switchover crossed once');
   });
 });
 

@@ -13,6 +13,7 @@ import { after, describe, type TestContext, test } from 'node:test';
 import { call } from '../../src/host/api.ts';
 import { measureGoodput } from '../../src/lab/goodput.ts';
 import { isRoot, type LabState, pidAlive, withLab } from '../../src/lab/lab.ts';
+import { labConfig, labProcesses } from '../../src/lab/lab-config.ts';
 import { linkExists, listNetns, tbfOf } from '../../src/lab/netns.ts';
 import { ferry, repoRoot } from '../support/ferry-cli.ts';
 
@@ -178,15 +179,18 @@ describe('ferry lab', () => {
 
   test('with the virtual switch: hosts link to a switch on the bridge', async (t) => {
     if (skipUnlessRoot(t)) return;
-    const r = ferry('lab', 'up', '--mbps', '100', '--dir', SWITCH_DIR, '--json', ...NAMES);
+    const r = ferry('lab', 'up', '--mbps', '100', '--latency', '2', '--dir', SWITCH_DIR, '--json', ...NAMES);
     ok(r, 'lab up with the switch');
     const s = JSON.parse(r.stdout) as LabState;
     try {
       assert.equal(s.switchAddress, `${SUBNET}.254:7100`);
+      assert.equal(s.latencyMs, 2);
       const p = s.processes.find((x) => x.role === 'switch');
       assert.ok(p && pidAlive(p.pid), 'no switch process');
-      for (const h of s.processes.filter((x) => x.role === 'host'))
+      for (const h of s.processes.filter((x) => x.role === 'host')) {
         assert.ok(h.command.join(' ').includes(`--switch ${SUBNET}.254:7100`), h.command.join(' '));
+        assert.ok(h.command.join(' ').includes('--lane-latency 2'), h.command.join(' '));
+      }
       const secret = readFileSync(s.secretFile, 'utf8').trim();
       for (const h of s.hosts) assert.deepEqual(await call(h.url, secret, 'GET', '/v1/vms'), []);
       await new Promise<void>((resolve, reject) => {
@@ -201,6 +205,16 @@ describe('ferry lab', () => {
     }
     await assertNothingLeft(SWITCH_DIR);
   });
+});
+
+test('added latency goes to every host of the lab; out of range it is refused by name', () => {
+  const config = labConfig({ hosts: ['x', 'y'], latencyMs: 1.5, dir: tmpdir() });
+  for (const p of labProcesses(config).filter((q) => q.role === 'host'))
+    assert.deepEqual(p.argv.slice(-2), ['--lane-latency', '1.5']);
+  for (const p of labProcesses(labConfig({ hosts: ['x'], dir: tmpdir() })))
+    assert.ok(!p.argv.includes('--lane-latency'), 'no latency, no flag');
+  for (const bad of [-1, 5000, Number.NaN])
+    assert.throws(() => labConfig({ latencyMs: bad }), /--latency must be a number of ms from 0 to 1000/);
 });
 
 test('without root, up and down exit 2 with one line', () => {
