@@ -61,6 +61,8 @@ export class GuestMachine {
   private rr = 0;
   private pausing: ((r: { vcpu: number; pending: Request[]; stats: VcpuStats }) => void) | null = null;
   private statsWaiter: ((r: { vcpu: number; stats: VcpuStats }) => void) | null = null;
+  /** Collects the vCPUs' resume times; NaN when the VM stops first. */
+  private resuming: ((at: number) => void) | null = null;
   private statsStopped: (() => void) | null = null;
   private statsChain: Promise<unknown> = Promise.resolve();
   private stopped = false;
@@ -154,6 +156,9 @@ export class GuestMachine {
         return;
       case 'paused':
         this.pausing?.(msg);
+        return;
+      case 'resumed':
+        this.resuming?.(msg.at);
         return;
       case 'error':
         this.onError(`vCPU ${msg.vcpu}: ${msg.message}`);
@@ -266,12 +271,23 @@ export class GuestMachine {
 
   /**
    * Runs the guest (again) here from `state`: after a migration was abandoned at the stop,
-   * or on the destination at the switchover.
+   * or on the destination at the switchover. Resolves with when the first vCPU ran again
+   * (ms since the epoch), NaN if the VM stopped before.
    */
-  resume(state: DeviceState): void {
+  resume(state: DeviceState): Promise<number> {
     this.nextId = Math.max(this.nextId, state.nextRequestId);
     Atomics.store(this.control, CONTROL_PAUSE, 0);
     this.running = true;
+    const resumed = new Promise<number>((resolve) => {
+      let first = Number.POSITIVE_INFINITY;
+      let n = 0;
+      this.resuming = (at) => {
+        first = Math.min(first, at);
+        if (++n < this.workers.length && !Number.isNaN(at)) return;
+        this.resuming = null;
+        resolve(Number.isNaN(at) ? Number.NaN : first);
+      };
+    });
     this.workers.forEach((w, v) => {
       w.postMessage({
         type: 'resume',
@@ -279,6 +295,7 @@ export class GuestMachine {
         pending: state.pending.filter((_, i) => i % this.workers.length === v),
       } satisfies ToVcpu);
     });
+    return resumed;
   }
 
   /** Requests whose replies will never come from this machine (the guest left). */
@@ -297,6 +314,7 @@ export class GuestMachine {
     this.running = false;
     this.stopped = true;
     this.statsStopped?.();
+    this.resuming?.(Number.NaN);
     Atomics.store(this.control, CONTROL_ABORT, 1);
     await Promise.all(this.workers.map((w) => w.terminate()));
     this.dropReplies('the VM stopped');

@@ -57,6 +57,8 @@ export type FromVcpu =
   | { type: 'fault'; vcpu: number; pfn: number; token: number }
   | { type: 'paused'; vcpu: number; pending: Request[]; stats: VcpuStats }
   | { type: 'started'; vcpu: number }
+  /** The vCPU runs again (ms since the epoch, sub-ms precision): its first instruction. */
+  | { type: 'resumed'; vcpu: number; at: number }
   | { type: 'stats'; vcpu: number; stats: VcpuStats }
   | { type: 'error'; vcpu: number; message: string };
 

@@ -237,6 +237,7 @@ port.on('message', async (m: ToVcpu) => {
       case 'resume':
         schedBase = schedStat();
         paused = false;
+        post({ type: 'resumed', vcpu, at: performance.timeOrigin + performance.now() });
         kernel.setCooperative(m.cooperative);
         queue.push(...m.pending);
         assign();

@@ -14,6 +14,7 @@ import type { Lanes } from './source-driver.ts';
 export interface DestinationResult {
   outcome: Outcome;
   reason: string;
+  /** When the guest's first vCPU ran here again (ms since the epoch); -1 if it never did. */
   resumedAt: number;
   endedAt: number;
   postcopy: boolean;
@@ -50,6 +51,8 @@ export class DestinationDriver {
   /** Bulk-lane messages not yet handed to the engine, in order. */
   private readonly backlog: Message[] = [];
   private backlogScheduled = false;
+  /** When the vCPUs ran again, once they report it. */
+  private vcpusResumed: Promise<number> | undefined;
 
   constructor(
     private readonly machine: GuestMachine,
@@ -124,9 +127,10 @@ export class DestinationDriver {
       return;
     }
     const state = decodeDeviceState(deviceState);
+    // until the vCPUs say when they ran: the switchover's arrival
     this.result.resumedAt = at;
     this.result.postcopy = postcopy;
-    this.machine.resume(state);
+    this.vcpusResumed = this.machine.resume(state);
     this.onResumed(state);
   }
 
@@ -173,6 +177,10 @@ export class DestinationDriver {
     setTimeout(() => {
       for (const l of [this.lanes.control, this.lanes.bulk, this.lanes.urgent]) l.close();
     }, 1000).unref();
-    this.resolveDone(this.result as DestinationResult);
+    // the downtime ends with the guest's first instruction here, not the switchover's arrival
+    void (this.vcpusResumed ?? Promise.resolve(Number.NaN)).then((at) => {
+      if (Number.isFinite(at)) this.result.resumedAt = at;
+      this.resolveDone(this.result as DestinationResult);
+    });
   }
 }

@@ -72,6 +72,24 @@ test('a request handed in while the guest pauses is refused, not left in a vCPU 
   }
 });
 
+test('a resume says when the first vCPU ran again; a stop before says it never did', async () => {
+  const clock = () => performance.timeOrigin + performance.now();
+  const m = await boot('answers', 2);
+  try {
+    const asked = clock();
+    const ran = await m.resume(await m.pause());
+    // by the vCPU threads' own clock: after the resume was asked for, before it returned
+    assert.ok(ran >= asked - 1 && ran <= clock() + 1, `${ran} not within [${asked}, ${clock()}]`);
+    assert.equal(await ask(m, 'SET', '3'), '+OK\r\n');
+    const again = m.resume(await m.pause());
+    const stopped = m.stop(); // before any vCPU could answer
+    assert.ok(Number.isNaN(await again));
+    await stopped;
+  } finally {
+    await m.stop();
+  }
+});
+
 test("the vCPUs report their threads' time on a host core and waiting for one", async () => {
   const m = await boot('answers');
   try {
