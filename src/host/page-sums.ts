@@ -7,8 +7,8 @@
 // Combining: for a reflected CRC-32, crc(A‖B) = crc(A)·x^(8|B|) mod P ⊕ crc(B), a product
 // of polynomials over GF(2) modulo the CRC polynomial P, bit 31 standing for x^0.
 
-import { crc32 } from 'node:zlib';
 import { PAGE_SIZE } from '../engine/messages.ts';
+import { crc32 } from './crc32.ts';
 
 const POLY = 0xedb88320;
 

@@ -3,11 +3,11 @@
 // per-page checksums so the end of a migration can prove the RAM arrived intact.
 
 import { Worker } from 'node:worker_threads';
-import { crc32 } from 'node:zlib';
 import { pagesFrameLayout } from '../engine/codec.ts';
 import type { PageBatch } from '../engine/messages.ts';
 import { PAGE_SIZE } from '../engine/messages.ts';
 import type { GuestRam } from '../guest/ram.ts';
+import { crc32 } from './crc32.ts';
 import { framePool } from './frame-pool.ts';
 import { pageCrcs } from './page-sums.ts';
 

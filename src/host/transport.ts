@@ -40,9 +40,9 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
 import type { DuplexOptions } from 'node:stream';
-import zlib from 'node:zlib';
 import { type CodecError, Decoder, Encoder } from '../engine/codec.ts';
 import type { Lane, Message } from '../engine/messages.ts';
+import { crc32 } from './crc32.ts';
 import { framePool } from './frame-pool.ts';
 import { frameChecksum } from './page-sums.ts';
 
@@ -771,7 +771,7 @@ const describe = (e: CodecError) => `${e.code}: ${e.message}`;
 
 class TcpLane implements LaneConnection {
   readonly #socket: net.Socket;
-  readonly #encoder = new Encoder({ checksum: zlib.crc32 });
+  readonly #encoder = new Encoder({ checksum: crc32 });
   // frames gathered from several reads (from a read buffer: every frame) land in pooled
   // buffers, given back once installed
   readonly #decoder: Decoder;

@@ -6,11 +6,24 @@ import fc from 'fast-check';
 import { Decoder, Encoder } from '../../src/engine/codec.ts';
 import type { PageBatch } from '../../src/engine/messages.ts';
 import { GuestRam } from '../../src/guest/ram.ts';
+import { crc32 as foldedCrc32 } from '../../src/host/crc32.ts';
 import { appendPageCrc, frameChecksum, pageCrcs } from '../../src/host/page-sums.ts';
 import { fillBatch, installBatch, pageSums } from '../../src/host/pages.ts';
 
 const PAGE = 4096;
 const bytesOf = (n: number) => fc.uint8Array({ minLength: n, maxLength: n });
+
+test("the hosts' CRC-32 is zlib's, from any start, on any view of shared memory", () => {
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 20_000 }), fc.nat(), fc.nat({ max: 15 }), (bytes, seed, at) => {
+      const shared = new Uint8Array(new SharedArrayBuffer(bytes.length + at));
+      shared.set(bytes, at);
+      const view = shared.subarray(at);
+      assert.equal(foldedCrc32(view), crc32(bytes));
+      assert.equal(foldedCrc32(view, seed >>> 0), crc32(bytes, seed >>> 0));
+    }),
+  );
+});
 
 test('appending a page to a checksum gives the checksum of both', () => {
   fc.assert(
