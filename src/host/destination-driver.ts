@@ -33,6 +33,9 @@ export interface DestinationResult {
  */
 const BULK_BACKLOG_FRAMES = 64;
 
+/** How long the result waits for the vCPUs to say when they ran again. */
+const RESUME_REPORT_MS = 1000;
+
 /** Absolute milliseconds (comparable between hosts on one machine), sub-ms precision. */
 const now = () => performance.timeOrigin + performance.now();
 
@@ -177,8 +180,10 @@ export class DestinationDriver {
     setTimeout(() => {
       for (const l of [this.lanes.control, this.lanes.bulk, this.lanes.urgent]) l.close();
     }, 1000).unref();
-    // the downtime ends with the guest's first instruction here, not the switchover's arrival
-    void (this.vcpusResumed ?? Promise.resolve(Number.NaN)).then((at) => {
+    // the downtime ends with the guest's first instruction here, not the switchover's
+    // arrival (a vCPU that never says, one that died, leaves the arrival)
+    const unheard = new Promise<number>((r) => setTimeout(r, RESUME_REPORT_MS, Number.NaN).unref());
+    void Promise.race([this.vcpusResumed ?? Number.NaN, unheard]).then((at) => {
       if (Number.isFinite(at)) this.result.resumedAt = at;
       this.resolveDone(this.result as DestinationResult);
     });

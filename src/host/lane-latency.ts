@@ -6,7 +6,7 @@
 // TCP pushes back on the sender as it would over a long link.
 
 import type { Message } from '../engine/messages.ts';
-import type { LaneConnection, TransportError } from './transport.ts';
+import { type LaneConnection, TransportError } from './transport.ts';
 
 /** Messages held before the lane stops reading (resumes at half). */
 export const LATENCY_QUEUE_LIMIT = 64;
@@ -73,7 +73,23 @@ export function delayedLane(
         break;
       }
       queue.shift();
-      for (const cb of messageHandlers) cb(head.msg, head.seq);
+      try {
+        for (const cb of messageHandlers) cb(head.msg, head.seq);
+      } catch (e) {
+        // as the lane itself does: a handler that throws closes it
+        drop();
+        inner.destroy();
+        report(
+          new TransportError(
+            'handler',
+            `${inner.lane} lane: message handler threw: ${(e as Error)?.message ?? e}`,
+            {
+              cause: e,
+            },
+          ),
+        );
+        return;
+      }
     }
     settleReading();
     if (queue.length === 0 && ended) {
@@ -94,6 +110,7 @@ export function delayedLane(
   });
   // the end of a connection travels behind its data (at once when nothing is delivered)
   inner.onClose((error) => {
+    if (reported) return;
     if (dropped) report(error);
     else {
       ended = [error];

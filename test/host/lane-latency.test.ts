@@ -157,6 +157,29 @@ test('closing here drops what waits; the end is still reported', async () => {
   assert.deepEqual(got, []);
 });
 
+test('a handler that throws closes the lane with a handler error, as the lane itself does', async () => {
+  const inner = fakeLane();
+  const lane = delayedLane(inner.lane, 1);
+  lane.onMessage(() => {
+    throw new Error('bad message');
+  });
+  let closes = 0;
+  const closed = new Promise<TransportError | undefined>((resolve) =>
+    lane.onClose((e) => {
+      closes++;
+      resolve(e);
+    }),
+  );
+  inner.arrive(1);
+  const e = await closed;
+  assert.equal(e?.code, 'handler');
+  assert.match(e?.message ?? '', /bulk lane: message handler threw: bad message/);
+  assert.equal(inner.state.destroyed, true);
+  inner.end(); // the socket's own close afterwards
+  await sleep(5);
+  assert.equal(closes, 1, 'the end is reported once');
+});
+
 test('no latency is the lane itself; a latency out of range is refused', () => {
   const inner = fakeLane();
   assert.equal(delayedLane(inner.lane, 0), inner.lane);
