@@ -23,6 +23,8 @@ export interface DemoOptions {
   blocking?: boolean;
   client: string;
   maxBandwidth: number;
+  /** Latency each host adds to its migration lanes (ms). */
+  latency: number;
   json?: string;
   html: string;
 }
@@ -33,6 +35,8 @@ const CLIENTS = ['auto', 'builtin', 'redis-benchmark', 'wrk'];
 export async function demoCommand(opts: DemoOptions): Promise<void> {
   if (!MODES.includes(opts.mode))
     throw new UsageError(`--mode: '${opts.mode}' is not one of ${MODES.join(', ')}`);
+  if (opts.sim && opts.latency > 0)
+    throw new UsageError('--latency is for the real demo (the simulated hosts have links of their own)');
   if (opts.sim)
     return simDemo({
       mode: opts.mode,
@@ -62,7 +66,7 @@ export async function demoCommand(opts: DemoOptions): Promise<void> {
   const picked = pickClient(app, opts.client as ClientKind | 'auto');
   const fillMiB = Math.max(4, Math.round(ram * 0.375));
 
-  const cluster = await startLoopback();
+  const cluster = await startLoopback({ laneLatencyMs: opts.latency });
   console.log(`A virtual switch and two hosts (a, b) run on this machine (their logs: ${cluster.dir}).`);
   const stop = () => void cluster.down().then(() => process.exit(130));
   process.once('SIGINT', stop);
@@ -72,7 +76,8 @@ export async function demoCommand(opts: DemoOptions): Promise<void> {
       `VM vm1: ${ram} MiB, ${vcpus} vCPU${vcpus > 1 ? 's' : ''}, ${app === 'kv' ? 'key-value store' : 'web server'} ` +
         `with ${fillMiB} MiB of data; 16 connections of ${clientName(picked.kind, app)} through the switch.\n` +
         (picked.note ? `(${picked.note})\n` : '') +
-        `It moves from a to b by ${mode}${faults}, pages capped at ${opts.maxBandwidth} Mbit/s.\n`,
+        `It moves from a to b by ${mode}${faults}, pages capped at ${opts.maxBandwidth} Mbit/s` +
+        (opts.latency > 0 ? `, the hosts ${2 * opts.latency} ms apart (round trip).\n` : '.\n'),
     );
     const live = new LiveLine();
     const result = await runTrial({

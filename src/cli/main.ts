@@ -82,6 +82,12 @@ program
     'auto',
   )
   .option('--max-bandwidth <Mbps>', 'cap on the page rate', parseNumber('--max-bandwidth'), 1000)
+  .option(
+    '--latency <ms>',
+    'latency each host adds to its migration lanes, as hosts further apart (try it with and without --blocking)',
+    parseLatency,
+    0,
+  )
   .option('--sim', 'run the demo in the simulator (virtual time) instead')
   .option('--json <file>', 'write the report as JSON')
   .option('--html <file>', 'where to write the HTML report', 'out/demo-report.html')

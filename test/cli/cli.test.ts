@@ -36,10 +36,10 @@ test('--help for each command: exit 0 and the options', () => {
   const cases: [string, string[]][] = [
     ['sim', ['<scenario>', '--seed', '--json', '--quiet']],
     ['validate', ['<dataset>', '--data', '--scenarios', '--json', '--worst', '--setup-ms', '--interference']],
-    ['demo', ['--mode', '--ram', '--json', '--workload', '--client', '--sim']],
+    ['demo', ['--mode', '--ram', '--json', '--workload', '--client', '--sim', '--latency']],
     ['experiment', ['<name>', '--real', '--sim', '--both', '--quick']],
     ['switch', ['--listen', '--secret-file', '--clients-host']],
-    ['host', ['--listen', '--id', '--switch']],
+    ['host', ['--listen', '--id', '--switch', '--lane-latency']],
     ['lab', ['up', 'down', 'status']],
   ];
   for (const [command, options] of cases) {

@@ -59,3 +59,12 @@ test('demo: a workload of the simulator without --sim is one line naming the fla
   assert.equal(r.status, 2);
   assert.match(r.stderr, /^ferry: --workload: 'web' is not one of kv, http .*--sim/);
 });
+
+test('demo: added latency is for the real demo, and must be a number of ms in range', () => {
+  const sim = ferry('demo', '--sim', '--latency', '1');
+  assert.equal(sim.status, 2);
+  assert.match(sim.stderr, /^ferry: --latency is for the real demo/);
+  const bad = ferry('demo', '--latency', '-3');
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /--latency <ms>.*must be a number of ms from 0 to 1000/);
+});
