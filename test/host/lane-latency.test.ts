@@ -92,6 +92,49 @@ test('every message arrives in order, no sooner than the latency after it came; 
   );
 });
 
+test('pausing and resuming at random never delivers while paused, nor out of order, nor loses one', async () => {
+  type Step = { kind: 'arrive' } | { kind: 'pause' } | { kind: 'resume' } | { kind: 'wait'; ms: number };
+  const step: fc.Arbitrary<Step> = fc.oneof(
+    fc.constant({ kind: 'arrive' } as Step),
+    fc.constant({ kind: 'pause' } as Step),
+    fc.constant({ kind: 'resume' } as Step),
+    fc.integer({ min: 0, max: 3 }).map((ms) => ({ kind: 'wait', ms }) as Step),
+  );
+  await fc.assert(
+    fc.asyncProperty(fc.array(step, { maxLength: 16 }), async (steps) => {
+      const inner = fakeLane();
+      const lane = delayedLane(inner.lane, 1);
+      let paused = false;
+      const got: number[] = [];
+      lane.onMessage((m) => {
+        assert.equal(paused, false, 'delivered while paused');
+        got.push(pages(m));
+      });
+      let sent = 0;
+      for (const st of steps) {
+        if (st.kind === 'arrive') inner.arrive(sent++);
+        else if (st.kind === 'pause') {
+          paused = true;
+          lane.pauseReading();
+        } else if (st.kind === 'resume') {
+          paused = false;
+          lane.resumeReading();
+        } else await sleep(st.ms);
+      }
+      paused = false;
+      lane.resumeReading();
+      const closed = new Promise<void>((resolve) => lane.onClose(() => resolve()));
+      inner.end();
+      await closed;
+      assert.deepEqual(
+        got,
+        Array.from({ length: sent }, (_, i) => i),
+      );
+    }),
+    { numRuns: 30 },
+  );
+});
+
 test('a long queue stops the reading and starts it again at half', async () => {
   const inner = fakeLane();
   const lane = delayedLane(inner.lane, 20);
