@@ -5,49 +5,17 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import type { Message } from '../../src/engine/messages.ts';
 import { delayedLane, LATENCY_QUEUE_LIMIT } from '../../src/host/lane-latency.ts';
-import { type LaneConnection, TransportError } from '../../src/host/transport.ts';
+import { TransportError } from '../../src/host/transport.ts';
+import { fakeLane } from '../support/fake-lane.ts';
 
-/** A lane whose arrivals, end and reading the test drives and watches. */
-function fakeLane() {
-  const on = {
-    message: [] as ((m: Message, seq: number) => void)[],
-    close: [] as ((e?: TransportError) => void)[],
-  };
-  const state = { readPaused: false, destroyed: false, closed: false };
-  const lane: LaneConnection = {
-    lane: 'bulk',
-    migrationId: 'm',
-    peerCapabilities: 0,
-    remoteAddress: '127.0.0.1:1',
-    bufferedBytes: 0,
-    error: undefined,
-    send: () => true,
-    onDrain: () => {},
-    onMessage: (cb) => on.message.push(cb),
-    pauseReading: () => {
-      state.readPaused = true;
-    },
-    resumeReading: () => {
-      state.readPaused = false;
-    },
-    onError: () => {},
-    onClose: (cb) => on.close.push(cb),
-    close: () => {
-      state.closed = true;
-    },
-    destroy: () => {
-      state.destroyed = true;
-    },
-  };
+/** A lane the test drives: `arrive(n)` hands it message n. */
+function inbound() {
+  const f = fakeLane();
   return {
-    lane,
-    state,
-    arrive(n: number) {
-      for (const cb of on.message) cb({ type: 'complete', totalPages: n }, n);
-    },
-    end(error?: TransportError) {
-      for (const cb of on.close) cb(error);
-    },
+    lane: f.conn,
+    state: f.state,
+    arrive: (n: number) => f.deliver({ type: 'complete', totalPages: n }, n),
+    end: (error?: TransportError) => f.end(error),
   };
 }
 
@@ -60,7 +28,7 @@ test('every message arrives in order, no sooner than the latency after it came; 
       fc.array(fc.integer({ min: 0, max: 3 }), { minLength: 1, maxLength: 12 }),
       fc.integer({ min: 1, max: 4 }),
       async (gaps, latency) => {
-        const inner = fakeLane();
+        const inner = inbound();
         const lane = delayedLane(inner.lane, latency);
         const came: number[] = [];
         const got: { n: number; at: number }[] = [];
@@ -102,7 +70,7 @@ test('pausing and resuming at random never delivers while paused, nor out of ord
   );
   await fc.assert(
     fc.asyncProperty(fc.array(step, { maxLength: 16 }), async (steps) => {
-      const inner = fakeLane();
+      const inner = inbound();
       const lane = delayedLane(inner.lane, 1);
       let paused = false;
       const got: number[] = [];
@@ -136,7 +104,7 @@ test('pausing and resuming at random never delivers while paused, nor out of ord
 });
 
 test('a long queue stops the reading and starts it again at half', async () => {
-  const inner = fakeLane();
+  const inner = inbound();
   const lane = delayedLane(inner.lane, 20);
   const got: number[] = [];
   lane.onMessage((m) => got.push(pages(m)));
@@ -150,7 +118,7 @@ test('a long queue stops the reading and starts it again at half', async () => {
 });
 
 test('a paused lane delivers nothing until resumed, and keeps its reading paused', async () => {
-  const inner = fakeLane();
+  const inner = inbound();
   const lane = delayedLane(inner.lane, 2);
   const got: number[] = [];
   lane.onMessage((m) => got.push(pages(m)));
@@ -167,7 +135,7 @@ test('a paused lane delivers nothing until resumed, and keeps its reading paused
 });
 
 test('messages wait for a handler; a failed lane reports its error behind them', async () => {
-  const inner = fakeLane();
+  const inner = inbound();
   const lane = delayedLane(inner.lane, 2);
   inner.arrive(7);
   const broken = new TransportError('closed', 'peer went away');
@@ -186,7 +154,7 @@ test('messages wait for a handler; a failed lane reports its error behind them',
 });
 
 test('closing here drops what waits; the end is still reported', async () => {
-  const inner = fakeLane();
+  const inner = inbound();
   const lane = delayedLane(inner.lane, 5);
   const got: number[] = [];
   lane.onMessage((m) => got.push(pages(m)));
@@ -201,7 +169,7 @@ test('closing here drops what waits; the end is still reported', async () => {
 });
 
 test('a handler that throws closes the lane with a handler error, as the lane itself does', async () => {
-  const inner = fakeLane();
+  const inner = inbound();
   const lane = delayedLane(inner.lane, 1);
   lane.onMessage(() => {
     throw new Error('bad message');
@@ -224,7 +192,7 @@ test('a handler that throws closes the lane with a handler error, as the lane it
 });
 
 test('no latency is the lane itself; a latency out of range is refused', () => {
-  const inner = fakeLane();
+  const inner = inbound();
   assert.equal(delayedLane(inner.lane, 0), inner.lane);
   for (const bad of [-1, Number.NaN, 1001, Number.POSITIVE_INFINITY])
     assert.throws(() => delayedLane(inner.lane, bad), RangeError);

@@ -4,44 +4,10 @@
 import assert from 'node:assert/strict';
 import test from 'node:test';
 import { DEFAULT_CONFIG, type MigrationConfig } from '../../src/engine/config.ts';
-import type { Message } from '../../src/engine/messages.ts';
 import type { DeviceState, GuestMachine } from '../../src/guest/machine.ts';
 import { GuestRam } from '../../src/guest/ram.ts';
 import { type Lanes, SourceDriver } from '../../src/host/source-driver.ts';
-import type { LaneConnection } from '../../src/host/transport.ts';
-
-type Lane = 'control' | 'bulk' | 'urgent';
-
-/** A lane that swallows what is sent and can be broken on demand. */
-function fakeLane(lane: Lane) {
-  const closers: ((e?: Error) => void)[] = [];
-  const sent: Message[] = [];
-  const conn = {
-    lane,
-    migrationId: 'm1',
-    peerCapabilities: 0,
-    remoteAddress: '127.0.0.1:1',
-    bufferedBytes: 0,
-    error: undefined,
-    send: (m: Message) => {
-      sent.push(m);
-      return true;
-    },
-    onDrain: () => {},
-    onMessage: () => {},
-    onError: () => {},
-    onClose: (cb: (e?: Error) => void) => closers.push(cb),
-    close: () => {},
-    destroy: () => {},
-  };
-  return {
-    conn: conn as unknown as LaneConnection,
-    sent,
-    break: (why: string) => {
-      for (const c of closers) c(new Error(why));
-    },
-  };
-}
+import { fakeLane } from '../support/fake-lane.ts';
 
 /** A guest whose pause completes only when the test says so. */
 function fakeMachine(pages: number) {
@@ -91,7 +57,7 @@ for (const mode of ['precopy', 'postcopy'] as const) {
       for (let i = 0; i < 50 && !vm.pausing(); i++) await tick();
       assert.ok(vm.pausing(), 'the guest is pausing');
 
-      lanes.bulk.break('connection reset');
+      lanes.bulk.end(new Error('connection reset'));
       vm.finishPause({ pending: [] } as unknown as DeviceState);
       const result = await driver.done;
       await tick();

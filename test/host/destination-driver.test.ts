@@ -1,0 +1,88 @@
+// The destination driver's account of the downtime's end: the first vCPU's own report of
+// when it ran again, and the switchover's arrival when no vCPU ever says.
+
+import assert from 'node:assert/strict';
+import test from 'node:test';
+import { encodeDeviceState, type GuestMachine, type MachineSpec } from '../../src/guest/machine.ts';
+import { GuestRam } from '../../src/guest/ram.ts';
+import { DestinationDriver } from '../../src/host/destination-driver.ts';
+import type { Lanes } from '../../src/host/source-driver.ts';
+import { fakeLane } from '../support/fake-lane.ts';
+
+const PAGES = 4;
+
+/** A guest whose vCPUs report their resume at `ranAt` (never, when undefined). */
+function fakeMachine(ranAt: number | undefined) {
+  const ram = GuestRam.create(PAGES * 4096, false);
+  const machine = {
+    ram,
+    running: false,
+    onFault: () => {},
+    pagesArrived: () => {},
+    resume: () => {
+      machine.running = true;
+      return ranAt === undefined ? new Promise<number>(() => {}) : Promise.resolve(ranAt);
+    },
+    stop: async () => {},
+  };
+  return machine as unknown as GuestMachine;
+}
+
+const spec: MachineSpec = {
+  ramBytes: PAGES * 4096,
+  vcpus: 1,
+  app: { module: 'none', kind: 'none', base: 0, size: 0, options: {} },
+  servers: 1,
+  job: false,
+  faultLimit: 64,
+};
+
+/** Every page (all zeros) by the bulk lane, then the switchover: the migration completes. */
+async function migrateInto(machine: GuestMachine): Promise<{ switchedAt: number; resumedAt: number }> {
+  const lanes = { control: fakeLane('control'), bulk: fakeLane('bulk'), urgent: fakeLane('urgent') };
+  const driver = new DestinationDriver(machine, {
+    control: lanes.control.conn,
+    bulk: lanes.bulk.conn,
+    urgent: lanes.urgent.conn,
+  } satisfies Lanes);
+  const zeroMask = new Uint8Array([0b1111]);
+  lanes.control.deliver({
+    type: 'pages',
+    batch: {
+      kind: 'bulk',
+      runs: [0, PAGES],
+      pageCount: PAGES,
+      zeroCount: PAGES,
+      zeroMask,
+      data: new Uint8Array(0),
+    },
+  });
+  const deviceState = encodeDeviceState({ spec, pending: [], nextRequestId: 1 });
+  const switchedAt = performance.timeOrigin + performance.now();
+  lanes.control.deliver({
+    type: 'switchover',
+    postcopy: false,
+    discard: [],
+    deviceState,
+    deviceStateBytes: deviceState.length,
+  });
+  const r = await driver.done;
+  assert.equal(r.outcome, 'completed', r.reason);
+  return { switchedAt, resumedAt: r.resumedAt };
+}
+
+test("the downtime ends when the first vCPU says it ran, not at the switchover's arrival", async () => {
+  const ranAt = performance.timeOrigin + performance.now() + 5000; // a report far from the arrival
+  const { resumedAt } = await migrateInto(fakeMachine(ranAt));
+  assert.equal(resumedAt, ranAt);
+});
+
+test('vCPUs that never say leave the switchover’s arrival, and the result still comes', async () => {
+  const t0 = performance.now();
+  const alive = setInterval(() => {}, 100); // a host has other work; this test has none
+  const { switchedAt, resumedAt } = await migrateInto(fakeMachine(undefined)).finally(() =>
+    clearInterval(alive),
+  );
+  assert.ok(resumedAt >= switchedAt && resumedAt < switchedAt + 100, `${resumedAt - switchedAt} ms after`);
+  assert.ok(performance.now() - t0 >= 900, 'it waited for the report first');
+});
