@@ -1,7 +1,7 @@
 // Parsers of command-line option values: each names what it expects when a value is bad.
 
 import { InvalidArgumentError } from 'commander';
-import { MAX_LANE_LATENCY_MS } from '../host/lane-latency.ts';
+import { isLaneLatency, MAX_LANE_LATENCY_MS } from '../host/lane-latency.ts';
 
 export function parseCount(v: string): number {
   if (!/^\d+$/.test(v) || Number(v) < 1) throw new InvalidArgumentError('must be a whole number ≥ 1');
@@ -32,7 +32,7 @@ export function parseWhole(v: string): number {
 /** Milliseconds of added lane latency: a number from 0 to MAX_LANE_LATENCY_MS. */
 export function parseLatency(v: string): number {
   const n = Number(v);
-  if (v.trim() === '' || !Number.isFinite(n) || n < 0 || n > MAX_LANE_LATENCY_MS)
+  if (v.trim() === '' || !isLaneLatency(n))
     throw new InvalidArgumentError(`must be a number of ms from 0 to ${MAX_LANE_LATENCY_MS}`);
   return n;
 }

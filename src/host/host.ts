@@ -26,7 +26,7 @@ import {
 } from './api.ts';
 import { type ClientPorts, DirectPorts } from './client-ports.ts';
 import { DestinationDriver } from './destination-driver.ts';
-import { delayedLane, MAX_LANE_LATENCY_MS } from './lane-latency.ts';
+import { checkLaneLatency, delayedLane } from './lane-latency.ts';
 import { type NicState, VmNic } from './nic.ts';
 import { RamPool } from './ram-pool.ts';
 import { type GuestDevices, type Lanes, SourceDriver } from './source-driver.ts';
@@ -118,9 +118,7 @@ export class Host {
   private readonly secretHex: string;
 
   constructor(readonly options: HostOptions) {
-    const latency = options.laneLatencyMs ?? 0;
-    if (!(Number.isFinite(latency) && latency >= 0 && latency <= MAX_LANE_LATENCY_MS))
-      throw new RangeError(`lane latency ${latency} ms: must be between 0 and ${MAX_LANE_LATENCY_MS}`);
+    checkLaneLatency(options.laneLatencyMs ?? 0);
     this.secretHex = Buffer.from(options.secret).toString('hex');
     this.ports = new DirectPorts(options.host);
     this.ramPool = new RamPool((options.ramPoolMiB ?? 2048) * 2 ** 20, () => this.migrating());

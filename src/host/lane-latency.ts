@@ -13,6 +13,17 @@ export const LATENCY_QUEUE_LIMIT = 64;
 /** Largest latency a host adds (ms): beyond, a lane's own timeouts would fire. */
 export const MAX_LANE_LATENCY_MS = 1000;
 
+/** Whether `ms` is a latency a host can add: a number from 0 to MAX_LANE_LATENCY_MS. */
+export function isLaneLatency(ms: number): boolean {
+  return Number.isFinite(ms) && ms >= 0 && ms <= MAX_LANE_LATENCY_MS;
+}
+
+/** Refuses a latency a host cannot add, naming it. */
+export function checkLaneLatency(ms: number): void {
+  if (!isLaneLatency(ms))
+    throw new RangeError(`lane latency ${ms} ms: must be between 0 and ${MAX_LANE_LATENCY_MS}`);
+}
+
 interface Held {
   msg: Message;
   seq: number;
@@ -28,8 +39,7 @@ export function delayedLane(
   latencyMs: number,
   now: () => number = () => performance.now(),
 ): LaneConnection {
-  if (!(Number.isFinite(latencyMs) && latencyMs >= 0 && latencyMs <= MAX_LANE_LATENCY_MS))
-    throw new RangeError(`lane latency ${latencyMs} ms: must be between 0 and ${MAX_LANE_LATENCY_MS}`);
+  checkLaneLatency(latencyMs);
   if (latencyMs === 0) return inner;
   const queue: Held[] = [];
   const messageHandlers: ((msg: Message, seq: number) => void)[] = [];

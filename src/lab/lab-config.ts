@@ -1,6 +1,6 @@
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { MAX_LANE_LATENCY_MS } from '../host/lane-latency.ts';
+import { isLaneLatency, MAX_LANE_LATENCY_MS } from '../host/lane-latency.ts';
 import { LabError, parseIpv4, type Tbf, tbfFor } from './netns.ts';
 
 export const API_PORT = 7001;
@@ -85,7 +85,7 @@ export function labConfig(o: LabOptions = {}): LabConfig {
   if (!Number.isFinite(mbps) || mbps < 0.01 || mbps > 1_000_000)
     throw new LabError('--mbps must be a number of Mbit/s between 0.01 and 1000000');
   const latencyMs = o.latencyMs ?? 0;
-  if (!(Number.isFinite(latencyMs) && latencyMs >= 0 && latencyMs <= MAX_LANE_LATENCY_MS))
+  if (!isLaneLatency(latencyMs))
     throw new LabError(`--latency must be a number of ms from 0 to ${MAX_LANE_LATENCY_MS}`);
   const subnet = o.subnet ?? DEFAULT_SUBNET;
   if (parseIpv4(`${subnet}.0`) === undefined)
