@@ -132,7 +132,8 @@ export async function labStatusCommand(opts: CommonOpts & { json?: boolean }): P
   const anything = s.bridge.exists || s.hosts.some((h) => h.netnsExists || h.vethExists || h.running);
   console.log(
     s.record
-      ? `lab in ${s.dir}: ${s.status}, ${s.mbps === null ? '' : rate(s.mbps)}`
+      ? `lab in ${s.dir}: ${s.status}, ${s.mbps === null ? '' : rate(s.mbps)}` +
+          (s.latencyMs > 0 ? `, hosts adding ${s.latencyMs} ms to their lanes` : '')
       : `no lab.json in ${s.dir}${anything ? '; found under the lab names:' : ' and nothing under the lab names'}`,
   );
   if (!s.record && !anything) return;

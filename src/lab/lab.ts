@@ -494,6 +494,8 @@ export interface LabStatus {
   record: boolean;
   status: LabState['status'] | null;
   mbps: number | null;
+  /** Latency the hosts add to their migration lanes, ms (0: none). */
+  latencyMs: number;
   bridge: { name: string; exists: boolean; address: string };
   hosts: HostStatus[];
   switch: { address: string; pid: number | null; running: boolean; accepting: boolean } | null;
@@ -564,6 +566,7 @@ export async function labStatus(options: LabOptions = {}): Promise<LabStatus> {
     record: state !== undefined,
     status: state?.status ?? null,
     mbps: state?.mbps ?? null,
+    latencyMs: state?.latencyMs ?? 0,
     bridge: { name: bridgeName, exists: bridgeExists, address: state?.bridge?.address ?? lay.bridge.cidr },
     hosts: hostStatus,
     switch: sw,

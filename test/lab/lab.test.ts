@@ -127,7 +127,7 @@ describe('ferry lab', () => {
     lab();
     const r = ferry('lab', 'status', '--dir', DIR, ...NAMES);
     ok(r, 'lab status');
-    assert.match(r.stdout, /up, 100 Mbit\/s/);
+    assert.match(r.stdout, /up, 100 Mbit\/s$/m, 'no latency added, none shown');
     assert.match(r.stdout, /^ta\s+ferry-ta\s+fv-ta\s+100\s+100\s+\d+\s+http:\/\/10\.78\.0\.1:7001\s+yes$/m);
     assert.match(r.stdout, /^tb\s+ferry-tb\s+fv-tb\s+100\s+100\s+\d+\s+http:\/\/10\.78\.0\.2:7001\s+yes$/m);
   });
@@ -191,6 +191,9 @@ describe('ferry lab', () => {
         assert.ok(h.command.join(' ').includes(`--switch ${SUBNET}.254:7100`), h.command.join(' '));
         assert.ok(h.command.join(' ').includes('--lane-latency 2'), h.command.join(' '));
       }
+      const status = ferry('lab', 'status', '--dir', SWITCH_DIR, ...NAMES);
+      ok(status, 'lab status');
+      assert.match(status.stdout, /up, 100 Mbit\/s, hosts adding 2 ms to their lanes/);
       const secret = readFileSync(s.secretFile, 'utf8').trim();
       for (const h of s.hosts) assert.deepEqual(await call(h.url, secret, 'GET', '/v1/vms'), []);
       await new Promise<void>((resolve, reject) => {
