@@ -20,6 +20,18 @@ export const MISSING = 0;
 
 const ZERO_PAGE = new Uint8Array(PAGE_SIZE);
 
+/**
+ * Copies `source` into `target` at `offset` with one memcpy. V8 copies into or out of shared
+ * memory with relaxed atomic accesses, a word at a time, and a byte at a time when the two
+ * sides are aligned differently (as a frame's pages behind its header are): 2.9 GB/s on
+ * the reference machine, against 10.6 for a memcpy, which is what Buffer#fill does with a
+ * buffer exactly as long as the range. A page the guest writes meanwhile may be copied torn,
+ * as with any copy; its write is logged.
+ */
+export function copyBytes(target: Buffer, offset: number, source: Uint8Array): void {
+  if (source.length > 0) target.fill(source, offset, offset + source.length);
+}
+
 /** Largest guest RAM one buffer can hold with a whole-buffer view (DESIGN: 4 GiB). */
 export const MAX_RAM_BYTES = 4 * 2 ** 30;
 

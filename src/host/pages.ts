@@ -6,7 +6,7 @@ import { Worker } from 'node:worker_threads';
 import { pagesFrameLayout } from '../engine/codec.ts';
 import type { PageBatch } from '../engine/messages.ts';
 import { PAGE_SIZE } from '../engine/messages.ts';
-import type { GuestRam } from '../guest/ram.ts';
+import { copyBytes, type GuestRam } from '../guest/ram.ts';
 import { crc32 } from './crc32.ts';
 import { framePool } from './frame-pool.ts';
 import { pageCrcs } from './page-sums.ts';
@@ -45,7 +45,7 @@ export function fillBatch(ram: GuestRam, batch: PageBatch): void {
       }
       const from = p;
       for (; p < end && !((mask[i >> 3] >> (i & 7)) & 1); p++, i++);
-      ramBuf.copy(frame, off, from * PAGE_SIZE, p * PAGE_SIZE);
+      copyBytes(frame, off, ramBuf.subarray(from * PAGE_SIZE, p * PAGE_SIZE));
       off += (p - from) * PAGE_SIZE;
     }
   }
@@ -107,8 +107,7 @@ export function installBatch(
         p++;
         i++;
       } else {
-        // a stretch of wanted non-zero pages: one copy (Buffer.copy is a plain memmove; a
-        // typed-array set into shared memory is slower), then each page's checksum
+        // a stretch of wanted non-zero pages: one copy, then each page's checksum
         const from = p;
         const at = off;
         for (; p < end && want[i] && !isZero(i); p++, i++) {
@@ -116,7 +115,7 @@ export function installBatch(
           if (written) written[p] = 1;
           off += PAGE_SIZE;
         }
-        src.copy(dst, from * PAGE_SIZE, at, off);
+        copyBytes(dst, from * PAGE_SIZE, src.subarray(at, off));
       }
     }
   }

@@ -781,6 +781,7 @@ class TcpLane implements LaneConnection {
   #socketClosed = false;
   #held: { msg: Message; seq: number }[] = [];
   #readPaused = false;
+  #corked = false;
   readonly #messageHandlers: ((msg: Message, seq: number) => void)[] = [];
   readonly #errorHandlers: ((e: TransportError) => void)[] = [];
   readonly #closeHandlers: ((error?: TransportError) => void)[] = [];
@@ -829,6 +830,16 @@ class TcpLane implements LaneConnection {
   send(msg: Message, written?: () => void): boolean {
     if (this.#state !== 'open') {
       throw new TransportError('closed', `${this.#where} is ${this.#state}`, { cause: this.#error });
+    }
+    // the bulk frames of one event-loop turn leave in one writev: on loopback each write
+    // also wakes the reader, and a round of 1 GiB is 16,384 frames
+    if (this.lane === 'bulk' && !this.#corked) {
+      this.#corked = true;
+      this.#socket.cork();
+      process.nextTick(() => {
+        this.#corked = false;
+        this.#socket.uncork();
+      });
     }
     return this.#socket.write(this.#encoder.encode(msg), written && (() => written()));
   }
