@@ -32,6 +32,7 @@ export async function hostCommand(opts: {
   switch?: string;
   ramPool: number;
   laneLatency: number;
+  spareVcpus: number;
 }) {
   const { host, port } = parseListen(opts.listen);
   if (opts.switch !== undefined && !/^.+:\d+$/.test(opts.switch))
@@ -45,6 +46,7 @@ export async function hostCommand(opts: {
     switchAddress: opts.switch,
     ramPoolMiB: opts.ramPool,
     laneLatencyMs: opts.laneLatency,
+    spareVcpus: opts.spareVcpus,
     log: (line) => console.error(`[${new Date().toISOString()}] ${opts.id}: ${line}`),
   });
   try {

@@ -137,6 +137,12 @@ program
     parseLatency,
     0,
   )
+  .option(
+    '--spare-vcpus <n>',
+    'vCPU threads kept started, so a VM created or moving in boots without waiting for one (0: none)',
+    parseWhole,
+    2,
+  )
   .action(hostCommand);
 
 program

@@ -2,9 +2,10 @@
 // between the guest and the outside: the request queue the guest serves and the path by
 // which remote faults leave the guest and pages come back.
 
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { PAGE_SIZE } from '../engine/messages.ts';
 import type { GuestRam } from './ram.ts';
+import { vcpuWorker } from './spare-vcpus.ts';
 import {
   type AppConfig,
   addStats,
@@ -45,8 +46,6 @@ export interface DeviceState {
 export function kernelPages(vcpus: number): number {
   return vcpus;
 }
-
-const WORKER_URL = new URL('./vcpu-worker.mjs', import.meta.url);
 
 export class GuestMachine {
   readonly control: Int32Array;
@@ -105,7 +104,7 @@ export class GuestMachine {
   }
 
   private startVcpu(v: number, pending: Request[]): Promise<void> {
-    const w = new Worker(WORKER_URL);
+    const w = vcpuWorker();
     this.workers[v] = w;
     return new Promise((resolve, reject) => {
       w.on('message', (msg: FromVcpu) => {

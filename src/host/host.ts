@@ -12,6 +12,7 @@ import { histogram, percentiles } from '../engine/stats.ts';
 import { ArrayAccess } from '../guest/access.ts';
 import { GuestMachine, kernelPages, type MachineSpec } from '../guest/machine.ts';
 import { GuestRam } from '../guest/ram.ts';
+import { keepSpareVcpus } from '../guest/spare-vcpus.ts';
 import {
   ApiError,
   type CreateVm,
@@ -55,6 +56,8 @@ export interface HostOptions {
    * over a longer link (default 0; see lane-latency.ts).
    */
   laneLatencyMs?: number;
+  /** vCPU workers kept started, ready for the next VM created or moving in (default 2). */
+  spareVcpus?: number;
   log: (line: string) => void;
 }
 
@@ -84,6 +87,9 @@ interface Incoming {
   /** Drops the incoming VM when its lanes do not all arrive in time. */
   expiry?: NodeJS.Timeout;
 }
+
+/** Spare vCPU workers by default: a 2-vCPU VM boots without starting a thread. */
+const SPARE_VCPUS = 2;
 
 /** How long a prepared incoming VM waits for the source's lanes. */
 const LANES_TIMEOUT_MS = 30_000;
@@ -129,6 +135,7 @@ export class Host {
   }
 
   async start(): Promise<void> {
+    keepSpareVcpus(this.options.spareVcpus ?? SPARE_VCPUS, () => this.migrating());
     if (this.options.switchAddress) {
       const link = new SwitchPorts(
         this.options.switchAddress,
@@ -174,6 +181,7 @@ export class Host {
     await this.ports.close();
     await this.lanes?.close();
     await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+    keepSpareVcpus(0);
   }
 
   // --- HTTP ------------------------------------------------------------------------------
