@@ -831,17 +831,24 @@ class TcpLane implements LaneConnection {
     if (this.#state !== 'open') {
       throw new TransportError('closed', `${this.#where} is ${this.#state}`, { cause: this.#error });
     }
-    // the bulk frames of one event-loop turn leave in one writev: on loopback each write
-    // also wakes the reader, and a round of 1 GiB is 16,384 frames
-    if (this.lane === 'bulk' && !this.#corked) {
+    // the bulk frames of one event-loop turn leave in one writev (on loopback each write
+    // also wakes the reader, and a round of 1 GiB is 16,384 frames); any other message
+    // (a switchover, a round's end) leaves at once, with the frames before it
+    const pages = this.lane === 'bulk' && msg.type === 'pages';
+    if (pages && !this.#corked) {
       this.#corked = true;
       this.#socket.cork();
-      process.nextTick(() => {
-        this.#corked = false;
-        this.#socket.uncork();
-      });
+      process.nextTick(() => this.#uncork());
     }
-    return this.#socket.write(this.#encoder.encode(msg), written && (() => written()));
+    const ok = this.#socket.write(this.#encoder.encode(msg), written && (() => written()));
+    if (!pages) this.#uncork();
+    return ok;
+  }
+
+  #uncork() {
+    if (!this.#corked) return;
+    this.#corked = false;
+    this.#socket.uncork();
   }
 
   onDrain(cb: () => void) {

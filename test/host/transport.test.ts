@@ -771,6 +771,38 @@ test('frames: close flushes what was sent; both sides see a clean close', async 
 // ---------------------------------------------------------------------------------------
 // Bulk transfer
 
+test('bulk: the pages frames of one turn leave together, a message of another kind at once, in order', async (t) => {
+  const server = await startServer(t);
+  const bulk = await pair(t, server, 'bulk');
+  const got = collect(bulk.server, 3);
+  const pages = (pfn: number): Message => ({
+    type: 'pages',
+    batch: {
+      kind: 'bulk',
+      runs: [pfn, 4],
+      pageCount: 4,
+      zeroCount: 0,
+      zeroMask: new Uint8Array(1),
+      data: fillPages(new Uint8Array(4 * PAGE_SIZE), pfn),
+    },
+  });
+  bulk.client.send(pages(0));
+  bulk.client.send(pages(4));
+  assert.ok(bulk.client.bufferedBytes > 8 * PAGE_SIZE, 'held until the end of the turn');
+  bulk.client.send({ type: 'roundEnd', round: 1 });
+  assert.equal(bulk.client.bufferedBytes, 0, 'the round end took the frames before it along');
+  const urgent = await pair(t, server, 'urgent');
+  urgent.client.send(pages(8));
+  assert.equal(urgent.client.bufferedBytes, 0, 'the urgent lane holds nothing back');
+  assert.deepEqual(
+    (await got).map((g) => plain(g.msg)),
+    [pages(0), pages(4), { type: 'roundEnd', round: 1 } as Message].map(plain),
+  );
+  bulk.client.send(pages(12));
+  await new Promise((r) => setImmediate(r));
+  assert.equal(bulk.client.bufferedBytes, 0, 'frames alone leave at the end of the turn');
+});
+
 test('bulk: 256 MiB of pages frames arrive complete and in order, with backpressure', async (t) => {
   const server = await startServer(t);
   // as in a migration: the source accepted the lane, the destination reads into one buffer
