@@ -100,8 +100,8 @@ const BULK_LANE_TIMEOUT_MS = 10_000;
 /**
  * The destination's bulk lane reads into one buffer this big: a read takes what the
  * socket holds, up to this, and each frame is copied out of it into a pooled buffer, all
- * in one callback that a demand page arriving meanwhile waits for. Two frames' worth
- * bounds that wait (~50 µs) at no cost in throughput (measured against 1 MiB).
+ * in one callback that a demand page arriving meanwhile waits for. A frame's worth bounds
+ * that wait at no cost in throughput (measured against 256 KiB and 1 MiB).
  */
 const BULK_READ_BUFFER = 128 * 1024;
 
