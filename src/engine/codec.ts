@@ -465,7 +465,9 @@ export interface DecoderOptions {
   firstSeq?: number;
   /**
    * Where a frame that spans chunks is gathered (default: a new Uint8Array). A frame inside
-   * one chunk is decoded in place; either way its messages' byte fields are views of it.
+   * one chunk, or across chunks that lie back to back in one buffer (a reader filling a
+   * buffer read after read), is decoded in place; either way its messages' byte fields are
+   * views of it.
    */
   allocate?: (bytes: number) => Uint8Array;
   /**
@@ -513,6 +515,11 @@ export class Decoder {
   /** Bytes of an incomplete frame held back; nonzero at end of stream means truncation. */
   get pendingBytes(): number {
     return this.#need ? 4 + this.#have : this.#prefixHave;
+  }
+
+  /** What a half-read frame keeps of the chunks pushed (views; none when transient). */
+  get pendingViews(): readonly Uint8Array[] {
+    return this.#parts;
   }
 
   /** The error that poisoned the decoder, if any. */
@@ -632,8 +639,15 @@ function readU32(b: Uint8Array, at: number): number {
   return (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16) | (b[at + 3] << 24)) >>> 0;
 }
 
+/** The parts as one: a view when they lie back to back in one buffer, else a copy. */
 function concat(parts: Uint8Array[], total: number, allocate: (n: number) => Uint8Array): Uint8Array {
   if (parts.length === 1) return parts[0];
+  let adjacent = true;
+  for (let k = 1; k < parts.length && adjacent; k++) {
+    const before = parts[k - 1];
+    adjacent = parts[k].buffer === before.buffer && parts[k].byteOffset === before.byteOffset + before.length;
+  }
+  if (adjacent) return new Uint8Array(parts[0].buffer, parts[0].byteOffset, total);
   const out = allocate(total);
   let at = 0;
   for (const p of parts) {

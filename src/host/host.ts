@@ -98,8 +98,8 @@ const LANES_TIMEOUT_MS = 30_000;
 const BULK_LANE_TIMEOUT_MS = 10_000;
 
 /**
- * The destination's bulk lane reads into one buffer this big: a read takes what the
- * socket holds, up to this, and each frame is copied out of it into a pooled buffer, all
+ * The most the destination's bulk lane reads at once (into the frame pool's chunks, see
+ * ChunkReader): a read takes what the socket holds, up to this, and its frames are checked
  * in one callback that a demand page arriving meanwhile waits for. A frame's worth bounds
  * that wait at no cost in throughput (measured against 256 KiB and 1 MiB).
  */

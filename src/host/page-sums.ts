@@ -58,15 +58,11 @@ export function appendPageCrc(crcA: number, crcB: number): number {
   );
 }
 
-interface Blocks {
-  /** Where the body ended in its buffer. */
-  end: number;
-  /** CRC-32 of each 4 KiB block of the body counted from its end, first block first. */
-  sums: Uint32Array;
-}
-
-/** Block checksums of the latest frame body checked in each buffer. */
-const latest = new WeakMap<ArrayBufferLike, Blocks>();
+/**
+ * Page checksums of the frame bodies checked in each buffer, by where the body ended (a
+ * read chunk holds several frames), until their install takes them.
+ */
+const checked = new WeakMap<ArrayBufferLike, Map<number, Uint32Array>>();
 
 /**
  * The codec's frame checksum (equal to zlib's CRC-32 of `body`), keeping the checksums of
@@ -76,8 +72,9 @@ export function frameChecksum(body: Uint8Array): number {
   const blocks = Math.floor(body.length / PAGE_SIZE);
   const head = body.length - blocks * PAGE_SIZE;
   let crc = crc32(body.subarray(0, head));
+  const end = body.byteOffset + body.length;
   if (blocks === 0) {
-    latest.delete(body.buffer);
+    checked.get(body.buffer)?.delete(end);
     return crc;
   }
   const sums = new Uint32Array(blocks);
@@ -85,17 +82,23 @@ export function frameChecksum(body: Uint8Array): number {
     sums[k] = crc32(body.subarray(at, at + PAGE_SIZE));
     crc = appendPageCrc(crc, sums[k]);
   }
-  latest.set(body.buffer, { end: body.byteOffset + body.length, sums });
+  const inBuffer = checked.get(body.buffer) ?? new Map<number, Uint32Array>();
+  checked.set(body.buffer, inBuffer);
+  inBuffer.set(end, sums);
   return crc;
 }
 
 /**
  * The CRC-32s of the pages of `data` (whole pages, the tail of a frame body that
- * `frameChecksum` checked last in its buffer), or undefined when none are known.
+ * `frameChecksum` checked), or undefined when none are known. Taken once: a buffer
+ * reused holds other frames.
  */
 export function pageCrcs(data: Uint8Array): Uint32Array | undefined {
-  const b = latest.get(data.buffer);
+  const inBuffer = checked.get(data.buffer);
+  const end = data.byteOffset + data.length;
+  const sums = inBuffer?.get(end);
   const pages = data.length / PAGE_SIZE;
-  if (!b || b.end !== data.byteOffset + data.length || pages > b.sums.length) return undefined;
-  return b.sums.subarray(b.sums.length - pages);
+  if (!sums || pages > sums.length) return undefined;
+  inBuffer?.delete(end);
+  return sums.subarray(sums.length - pages);
 }

@@ -43,7 +43,7 @@ import type { DuplexOptions } from 'node:stream';
 import { type CodecError, Decoder, Encoder } from '../engine/codec.ts';
 import type { Lane, Message } from '../engine/messages.ts';
 import { crc32 } from './crc32.ts';
-import { framePool } from './frame-pool.ts';
+import { type ChunkReader, framePool } from './frame-pool.ts';
 import { frameChecksum } from './page-sums.ts';
 
 export const PROTOCOL_VERSION = 2;
@@ -538,9 +538,10 @@ export interface Channel {
   leftover: Buffer[];
   /**
    * For a socket with a read buffer (it emits no 'data'): sends its further reads to
-   * `sink`, each a view of that buffer, valid during the call only.
+   * `sink`, each a view of `reader`'s memory, valid during the call only unless held.
    */
   readInto?: (sink: (chunk: Buffer) => void) => void;
+  reader?: ChunkReader;
 }
 
 export interface ChannelListenOptions extends Omit<ListenOptions, 'onLane'> {
@@ -629,7 +630,7 @@ export async function connectLane(opts: ConnectOptions): Promise<LaneConnection>
     ch.hello.capabilities,
     ch.hello.remoteAddress,
     ch.leftover,
-    ch.readInto,
+    ch.readInto && ch.reader && { readInto: ch.readInto, reader: ch.reader },
   );
 }
 
@@ -660,12 +661,16 @@ export async function dialChannel(opts: Omit<ConnectOptions, 'lane'> & { lane: s
   let sink: (chunk: Buffer) => void = (chunk) => {
     socket.emit('data', Buffer.from(chunk));
   };
+  let reader: ChunkReader | undefined;
   if (opts.readBuffer !== undefined) {
     if (!Number.isInteger(opts.readBuffer) || opts.readBuffer < 4096)
       throw new RangeError(`readBuffer must be an integer of at least 4096 bytes, got ${opts.readBuffer}`);
+    const r = framePool.reader(opts.readBuffer);
+    reader = r;
     socketOpts.onread = {
-      buffer: Buffer.allocUnsafeSlow(opts.readBuffer),
+      buffer: () => r.next(),
       callback: (n, buf) => {
+        r.landed(n);
         sink(Buffer.from(buf.buffer, buf.byteOffset, n));
         return true;
       },
@@ -751,6 +756,7 @@ export async function dialChannel(opts: Omit<ConnectOptions, 'lane'> & { lane: s
           : (to) => {
               sink = to;
             },
+      reader,
     };
   } catch (e) {
     unwatch();
@@ -767,14 +773,27 @@ export async function dialChannel(opts: Omit<ConnectOptions, 'lane'> & { lane: s
 // ---------------------------------------------------------------------------------------
 // Lanes
 
+/**
+ * A message decoded where it landed in a reader's chunk: a batch's pages (even none) and
+ * its zero mask stay there, held until given back to the frame pool after their install;
+ * a device state is copied (a Buffer's slice would be a view), so that nothing unheld
+ * points into the chunk once it is read into again.
+ */
+function keepInPlace(msg: Message, chunk: ArrayBufferLike, reader: ChunkReader): void {
+  if (msg.type === 'pages' && msg.batch.data?.buffer === chunk) reader.hold(msg.batch.data);
+  else if (msg.type === 'switchover' && msg.deviceState?.buffer === chunk)
+    msg.deviceState = new Uint8Array(msg.deviceState);
+}
+
 const describe = (e: CodecError) => `${e.code}: ${e.message}`;
 
 class TcpLane implements LaneConnection {
   readonly #socket: net.Socket;
   readonly #encoder = new Encoder({ checksum: crc32 });
-  // frames gathered from several reads (from a read buffer: every frame) land in pooled
-  // buffers, given back once installed
+  // frames gathered from several chunks land in pooled buffers, given back once installed;
+  // with a reader, a frame stays where it landed, held until given back
   readonly #decoder: Decoder;
+  readonly #reader: ChunkReader | undefined;
   #state: 'open' | 'closing' | 'closed' = 'open';
   #error: TransportError | undefined;
   #errorDelivered = false;
@@ -794,15 +813,17 @@ class TcpLane implements LaneConnection {
     readonly peerCapabilities: number,
     readonly remoteAddress: string,
     leftover: Buffer[],
-    readInto?: Channel['readInto'],
+    reads?: { readInto: NonNullable<Channel['readInto']>; reader: ChunkReader },
   ) {
     this.#socket = socket;
+    this.#reader = reads?.reader;
     this.#decoder = new Decoder({
       checksum: frameChecksum, // keeps the pages' checksums for their install
       allocate: (n) => framePool.take(n),
-      transient: readInto !== undefined,
+      // a reader's chunk is not reused while a frame is half read in it (see `settled`)
+      transient: false,
     });
-    if (readInto) readInto((chunk) => this.#onData(chunk));
+    if (reads) reads.readInto((chunk) => this.#onData(chunk));
     else socket.on('data', (chunk: Buffer) => this.#onData(chunk));
     socket.on('end', () => this.#onEnd());
     socket.on('error', (err) =>
@@ -927,7 +948,9 @@ class TcpLane implements LaneConnection {
         new TransportError('codec', `${this.#where}: ${(e as Error)?.message ?? e}`, { cause: e }),
       );
     }
+    this.#reader?.settled(this.#decoder.pendingViews);
     for (const f of result.frames) {
+      if (this.#reader) keepInPlace(f.message, chunk.buffer, this.#reader);
       if (this.#messageHandlers.length === 0 || this.#held.length > 0) {
         this.#held.push({ msg: f.message, seq: f.seq });
         this.#socket.pause();

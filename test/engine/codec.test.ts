@@ -319,7 +319,8 @@ test('frames spanning chunks are gathered where `allocate` says, exactly sized; 
   fc.assert(
     fc.property(stream, fc.array(fc.nat(), { maxLength: 20 }), (messages, cuts) => {
       const { bytes, ends } = encodeAll(messages);
-      const chunks = splitAt(bytes, cuts);
+      // each chunk in a buffer of its own, as a socket's reads usually are
+      const chunks = splitAt(bytes, cuts).map((c) => c.slice());
       const given: Uint8Array[] = [];
       const r = decodeChunks(chunks, {
         allocate: (n) => {
@@ -344,6 +345,21 @@ test('frames spanning chunks are gathered where `allocate` says, exactly sized; 
         given.map((b) => b.length),
         sizes,
       );
+    }),
+  );
+});
+
+test('chunks that lie back to back in one buffer are decoded in place, never gathered', () => {
+  fc.assert(
+    fc.property(stream, fc.array(fc.nat(), { maxLength: 20 }), (messages, cuts) => {
+      const { bytes } = encodeAll(messages);
+      const r = decodeChunks(splitAt(bytes, cuts), {
+        allocate: () => assert.fail('a frame was gathered'),
+      });
+      assert.deepStrictEqual(r.frames, expected(messages));
+      for (const { message } of r.frames)
+        if (message.type === 'pages' && message.batch.data)
+          assert.equal(message.batch.data.buffer, bytes.buffer, 'the pages are where they were read');
     }),
   );
 });

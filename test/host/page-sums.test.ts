@@ -62,12 +62,21 @@ test('the frame checksum is the CRC-32 of the body and keeps its tail pages’ c
   );
 });
 
-test('only the latest body checked in a buffer has known page checksums', () => {
-  const buffer = new Uint8Array(3 * PAGE + 100).fill(7);
+test('every body checked in a buffer keeps its pages’ checksums until they are taken, once', () => {
+  // two frames read into one chunk, each ending with two pages
+  const buffer = new Uint8Array(5 * PAGE);
+  for (let i = 0; i < buffer.length; i++) buffer[i] = (i * 7) >> 3;
   const first = buffer.subarray(0, 2 * PAGE + 10);
+  const second = buffer.subarray(2 * PAGE + 20, 4 * PAGE + 40);
   frameChecksum(first);
-  assert.ok(pageCrcs(first.subarray(10)));
-  frameChecksum(buffer.subarray(2 * PAGE + 20, 2 * PAGE + 90)); // a small frame after it
+  frameChecksum(second);
+  const sumsOf = (pages: Uint8Array) =>
+    Uint32Array.of(crc32(pages.subarray(0, PAGE)), crc32(pages.subarray(PAGE)));
+  assert.deepEqual(pageCrcs(second.subarray(20)), sumsOf(second.subarray(20)));
+  assert.deepEqual(pageCrcs(first.subarray(10)), sumsOf(first.subarray(10)));
+  assert.equal(pageCrcs(first.subarray(10)), undefined, 'taken once');
+  frameChecksum(first);
+  frameChecksum(buffer.subarray(2 * PAGE, 2 * PAGE + 10)); // a small frame ending where it did
   assert.equal(pageCrcs(first.subarray(10)), undefined, 'no stale checksums');
 });
 

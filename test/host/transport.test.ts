@@ -5,6 +5,7 @@ import net from 'node:net';
 import { type TestContext, test } from 'node:test';
 import { encodeMessage } from '../../src/engine/codec.ts';
 import { type Lane, type Message, PAGE_SIZE } from '../../src/engine/messages.ts';
+import { framePool } from '../../src/host/frame-pool.ts';
 import {
   CAP_ASYNC_FAULTS,
   CAP_URGENT_LANE,
@@ -621,6 +622,78 @@ test('read buffer: a paused client reads nothing until it resumes, then everythi
   const server = await startServer(t);
   const p = await pair(t, server, 'bulk', 1 << 16);
   await pausedThenResumed(p.server, p.client, 0, 300);
+});
+
+test('read buffer: frames kept where they landed stay intact while the memory of those given back is read into again', async (t) => {
+  const server = await startServer(t);
+  const p = await pair(t, server, 'bulk', 16 * 1024);
+  const FRAMES = 600;
+  const PAGES = 3; // frames of ~12 KiB: some inside one read, some across two, some across chunks
+  // odd frames start with a zero page, which travels as a bit of the zero mask; every
+  // fifth frame is all zero pages, a mask and no data
+  const zeros = (i: number) => (i % 5 === 4 ? PAGES : i % 2);
+  const contents = (i: number) => fillPages(new Uint8Array((PAGES - zeros(i)) * PAGE_SIZE), i + 1);
+  const mask = (i: number) => Uint8Array.of(i % 5 === 4 ? 0b111 : i % 2);
+  const kept: { i: number; msg: Message }[] = [];
+  const chunks = new Set<ArrayBufferLike>();
+  let checked = 0;
+  const check = ({ i, msg }: { i: number; msg: Message }) => {
+    assert.ok(msg.type === 'pages');
+    assert.deepEqual(msg.batch.runs, [i * PAGES, PAGES], `frame ${i}`);
+    assert.deepEqual([...msg.batch.zeroMask!], [...mask(i)], `frame ${i}: zero mask`);
+    const data = Buffer.from(msg.batch.data ?? new Uint8Array(0));
+    assert.ok(data.equals(Buffer.from(contents(i))), `frame ${i}: pages changed while kept`);
+    checked++;
+  };
+  const done = deferred<void>('every frame', 20_000);
+  let seen = 0;
+  let failed = false;
+  p.client.onMessage((msg) => {
+    if (failed) return;
+    try {
+      receive(msg);
+    } catch (e) {
+      failed = true;
+      done.reject(e as Error);
+    }
+  });
+  const receive = (msg: Message) => {
+    assert.ok(msg.type === 'pages');
+    // a frame inside one read stays in the reader's chunk; one across two is gathered
+    const data = msg.batch.data;
+    if (data && data.buffer.byteLength % (16 * 1024) === 0) chunks.add(data.buffer);
+    kept.push({ i: seen++, msg });
+    // two in three are checked and given back at once; the others are kept to the end
+    if (seen % 3 !== 0) {
+      check(kept.pop()!);
+      framePool.give(data);
+    }
+    if (seen === FRAMES) done.resolve();
+  };
+  p.client.onError((e) => done.reject(e));
+  for (let i = 0; i < FRAMES && !failed; i++) {
+    const data = contents(i);
+    p.server.send({
+      type: 'pages',
+      batch: {
+        kind: 'bulk',
+        runs: [i * PAGES, PAGES],
+        pageCount: PAGES,
+        zeroCount: zeros(i),
+        zeroMask: mask(i),
+        data,
+      },
+    });
+    if (i % 50 === 49) await new Promise((r) => setImmediate(r));
+  }
+  await done.promise;
+  for (const k of kept.splice(0)) check(k);
+  assert.equal(checked, FRAMES);
+  assert.ok(chunks.size > 0, 'frames were kept in place');
+  assert.ok(
+    chunks.size < (FRAMES * PAGES * PAGE_SIZE) / (128 * 1024),
+    `read chunks reused (${chunks.size} for all)`,
+  );
 });
 
 test('read buffer: a read buffer under 4 KiB is refused up front', async () => {
