@@ -7,11 +7,7 @@ import { Worker } from 'node:worker_threads';
 
 const WORKER_URL = new URL('./vcpu-worker.mjs', import.meta.url);
 
-/**
- * Spares taken are replaced once the host has not been busy at two looks this far apart:
- * a start costs ~0.26 CPU-seconds (the loader and the guest's modules), which a migration
- * that follows the last one at once should not meet at its switchover.
- */
+/** A spare taken is replaced this much later, or as much later again while the host is busy. */
 const REFILL_DELAY_MS = 1000;
 
 const spares: Worker[] = [];
@@ -19,13 +15,12 @@ let wanted = 0;
 let busy: () => boolean = () => false;
 let refill: ReturnType<typeof setTimeout> | undefined;
 
-function refillLater(idleBefore = false): void {
+function refillLater(): void {
   if (refill !== undefined) return;
   refill = setTimeout(() => {
     refill = undefined;
-    const idle = !busy();
-    if (idle && idleBefore) while (spares.length < wanted) startSpare();
-    else refillLater(idle);
+    if (busy()) refillLater();
+    else while (spares.length < wanted) startSpare();
   }, REFILL_DELAY_MS);
   refill.unref();
 }
