@@ -58,7 +58,8 @@ export class FramePool {
 
   /**
    * Gives back the buffer under `view` (any view of it) for reuse; nothing is done for
-   * buffers this pool did not make. The caller must hold no other view of it.
+   * buffers this pool did not make. The caller must hold no other view of it; for a frame
+   * held in a read chunk, no other view of that frame.
    */
   give(view: Uint8Array | undefined): void {
     const ab = view?.buffer;

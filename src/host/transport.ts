@@ -948,9 +948,12 @@ class TcpLane implements LaneConnection {
         new TransportError('codec', `${this.#where}: ${(e as Error)?.message ?? e}`, { cause: e }),
       );
     }
-    this.#reader?.settled(this.#decoder.pendingViews);
+    if (this.#reader) {
+      // hold what this read completed, then free what no frame needs any more
+      for (const f of result.frames) keepInPlace(f.message, chunk.buffer, this.#reader);
+      this.#reader.settled(this.#decoder.pendingViews);
+    }
     for (const f of result.frames) {
-      if (this.#reader) keepInPlace(f.message, chunk.buffer, this.#reader);
       if (this.#messageHandlers.length === 0 || this.#held.length > 0) {
         this.#held.push({ msg: f.message, seq: f.seq });
         this.#socket.pause();
