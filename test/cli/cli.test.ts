@@ -39,7 +39,7 @@ test('--help for each command: exit 0 and the options', () => {
     ['demo', ['--mode', '--ram', '--json', '--workload', '--client', '--sim', '--latency']],
     ['experiment', ['<name>', '--real', '--sim', '--both', '--quick']],
     ['switch', ['--listen', '--secret-file', '--clients-host']],
-    ['host', ['--listen', '--id', '--switch', '--lane-latency']],
+    ['host', ['--listen', '--id', '--switch', '--lane-latency', '--spare-vcpus']],
     ['lab', ['up', 'down', 'status']],
   ];
   for (const [command, options] of cases) {
@@ -63,6 +63,13 @@ test('sim: an invalid scenario is one line naming the file, the path and the pro
   );
   const r = ferry('sim', file);
   assertUsageError(r, /^ferry: .*invalid\.yaml: hosts\[0\]\.nicMbps: NIC bandwidth must be > 0/);
+});
+
+test('host: a bad number of spare vCPUs is one line naming the option', () => {
+  assertUsageError(
+    ferry('host', '--listen', '127.0.0.1:0', '--id', 'h', '--spare-vcpus', 'two'),
+    /option '--spare-vcpus <n>' argument 'two' is invalid\. must be a whole number ≥ 0/,
+  );
 });
 
 test('an unknown option is one line naming it', () => {
