@@ -30,24 +30,39 @@ const until = async (ok: () => boolean, ms: number) => {
   for (const end = Date.now() + ms; !ok() && Date.now() < end; ) await new Promise((r) => setTimeout(r, 20));
 };
 
-test('a VM boots on the spares, serves, and the spares are replaced afterwards', async () => {
-  keepSpareVcpus(2);
+/**
+ * Keeps `count` spares (replaced when `busy` says no), boots a VM of `vcpus` on them and
+ * runs `body`; stops the VM and the spares after.
+ */
+async function onSpares(
+  count: number,
+  vcpus: number,
+  body: (m: GuestMachine) => Promise<void>,
+  busy = () => false,
+) {
+  keepSpareVcpus(count, busy);
   try {
-    assert.equal(spareVcpus(), 2);
-    const m = await GuestMachine.boot(spec(3), GuestRam.create(1 << 20, true), { cooperative: true });
+    assert.equal(spareVcpus(), count, 'started at once');
+    const m = await GuestMachine.boot(spec(vcpus), GuestRam.create(1 << 20, true), { cooperative: true });
     try {
-      assert.equal(spareVcpus(), 0, 'both spares taken, the third vCPU started its own');
-      assert.equal(await ask(m, 'SET', '5'), '+OK\r\n');
-      assert.equal(await ask(m, 'GET'), ':5\r\n');
-      await until(() => spareVcpus() === 2, 5000);
-      assert.equal(spareVcpus(), 2, 'replaced');
+      await body(m);
     } finally {
       await m.stop();
     }
   } finally {
     keepSpareVcpus(0);
   }
-  assert.equal(spareVcpus(), 0);
+  assert.equal(spareVcpus(), 0, 'stopped');
+}
+
+test('a VM boots on the spares, serves, and the spares are replaced afterwards', async () => {
+  await onSpares(2, 3, async (m) => {
+    assert.equal(spareVcpus(), 0, 'both spares taken, the third vCPU started its own');
+    assert.equal(await ask(m, 'SET', '5'), '+OK\r\n');
+    assert.equal(await ask(m, 'GET'), ':5\r\n');
+    await until(() => spareVcpus() === 2, 5000);
+    assert.equal(spareVcpus(), 2, 'replaced');
+  });
 });
 
 test('the number of spares must be a whole number', () => {
@@ -69,19 +84,16 @@ keepSpareVcpus(2); console.log(spareVcpus());`;
 
 test('spares taken are not replaced while the host is busy', async () => {
   let busy = true;
-  keepSpareVcpus(1, () => busy);
-  try {
-    const m = await GuestMachine.boot(spec(1), GuestRam.create(1 << 20, true), { cooperative: true });
-    try {
+  await onSpares(
+    1,
+    1,
+    async () => {
       await new Promise((r) => setTimeout(r, 2500));
       assert.equal(spareVcpus(), 0, 'not while busy');
       busy = false;
       await until(() => spareVcpus() === 1, 5000);
       assert.equal(spareVcpus(), 1, 'once idle');
-    } finally {
-      await m.stop();
-    }
-  } finally {
-    keepSpareVcpus(0);
-  }
+    },
+    () => busy,
+  );
 });
