@@ -10,7 +10,6 @@ import { type DeviceState, decodeDeviceState, type GuestMachine } from '../guest
 import { framePool } from './frame-pool.ts';
 import { foldSums, installBatch } from './pages.ts';
 import type { Lanes } from './source-driver.ts';
-import type { LaneConnection } from './transport.ts';
 
 export interface DestinationResult {
   outcome: Outcome;
@@ -37,12 +36,6 @@ const BULK_BACKLOG_FRAMES = 64;
 /** How long the result waits for the vCPUs to say when they ran again. */
 const RESUME_REPORT_MS = 1000;
 
-/**
- * How long the word that the guest runs here waits for the vCPUs' own report (the source
- * holds its push until it hears it): a vCPU that never reports delays it no longer.
- */
-const RESUMED_WORD_MS = 250;
-
 /** Absolute milliseconds (comparable between hosts on one machine), sub-ms precision. */
 const now = () => performance.timeOrigin + performance.now();
 
@@ -63,11 +56,6 @@ export class DestinationDriver {
   private backlogScheduled = false;
   /** When the vCPUs ran again, once they report it. */
   private vcpusResumed: Promise<number> | undefined;
-  /**
-   * Control messages held from the engine's "resumed" on, in order, until the guest's first
-   * instruction ran here: the message says so, and the source's push waits for it.
-   */
-  private heldControl: Message[] | undefined;
 
   constructor(
     private readonly machine: GuestMachine,
@@ -149,36 +137,14 @@ export class DestinationDriver {
     this.onResumed(state);
   }
 
-  /**
-   * Demand requests go on the urgent lane, everything else on the control lane, from
-   * "resumed" on once the vCPUs say they ran.
-   */
+  /** Demand requests go on the urgent lane, everything else on the control lane. */
   private flush(): void {
     for (const m of this.destination.takeMessages()) {
-      if (m.type === 'demand') this.send(this.lanes.urgent, m);
-      else {
-        if (m.type === 'resumed' && !this.heldControl) this.holdControlUntilRunning();
-        if (this.heldControl) this.heldControl.push(m);
-        else this.send(this.lanes.control, m);
+      try {
+        (m.type === 'demand' ? this.lanes.urgent : this.lanes.control).send(m);
+      } catch (e) {
+        this.log(`could not send ${m.type}: ${(e as Error).message}`);
       }
-    }
-  }
-
-  private holdControlUntilRunning(): void {
-    this.heldControl = [];
-    const unheard = new Promise<void>((r) => setTimeout(r, RESUMED_WORD_MS).unref());
-    void Promise.race([this.vcpusResumed, unheard]).then(() => {
-      const held = this.heldControl ?? [];
-      this.heldControl = undefined;
-      for (const m of held) this.send(this.lanes.control, m);
-    });
-  }
-
-  private send(lane: LaneConnection, m: Message): void {
-    try {
-      lane.send(m);
-    } catch (e) {
-      this.log(`could not send ${m.type}: ${(e as Error).message}`);
     }
   }
 

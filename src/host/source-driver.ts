@@ -41,14 +41,6 @@ export interface SourceResult {
 
 /** Bulk frames sent per event-loop turn. */
 const FRAMES_PER_TURN = 2;
-/**
- * After a postcopy switchover the background push waits for the destination's word that
- * the guest runs there, at most this long. Its first frames would otherwise keep both
- * hosts' loops busy while the destination's vCPU thread waits for a core to run its first
- * instruction, the end of the downtime (on two shared cores the median postcopy downtime
- * of a 1 GiB VM went from 5.2–6.1 ms to 2.7–3.2). Demand pages go out meanwhile.
- */
-const PUSH_HOLD_MS = 20;
 /** Absolute milliseconds (comparable between hosts on one machine), sub-ms precision. */
 const now = () => performance.timeOrigin + performance.now();
 
@@ -59,10 +51,6 @@ export class SourceDriver {
   private turnScheduled = false;
   private paceFrom = 0;
   private paceTimer: NodeJS.Timeout | undefined;
-  /** The push waits for the guest to run on the destination (see PUSH_HOLD_MS). */
-  private pushHold: NodeJS.Timeout | undefined;
-  /** How long the push waits at most after a postcopy switchover (ms). */
-  pushHoldMs = PUSH_HOLD_MS;
   /** When the driver asked the guest to stop; -1 until it does. */
   private pauseRequestedAt = -1;
   private state: DeviceState | undefined;
@@ -131,7 +119,6 @@ export class SourceDriver {
   }
 
   private receive(m: Message): void {
-    if (m.type === 'resumed') this.releasePush();
     this.source.receive(now(), m as DestinationMessage);
     this.afterEngine();
   }
@@ -251,19 +238,8 @@ export class SourceDriver {
     return true;
   }
 
-  private holdPush(): void {
-    this.pushHold = setTimeout(() => this.releasePush(), this.pushHoldMs);
-  }
-
-  private releasePush(): void {
-    if (!this.pushHold) return;
-    clearTimeout(this.pushHold);
-    this.pushHold = undefined;
-    this.pump();
-  }
-
   private pump(): void {
-    if (this.finished || this.turnScheduled || this.pushHold) return;
+    if (this.finished || this.turnScheduled) return;
     // A few frames per event-loop turn, then the loop reads the lanes: on loopback the
     // kernel takes megabytes before a write reports back-pressure, and a demand request
     // arriving meanwhile would wait for all of them.
@@ -281,10 +257,6 @@ export class SourceDriver {
       if (!this.send(this.lanes.bulk, m)) this.waitingDrain = true;
       this.events();
       this.pumpUrgent();
-      if (m.type === 'switchover' && m.postcopy) {
-        this.holdPush();
-        break;
-      }
     }
     this.events();
   }
@@ -304,7 +276,6 @@ export class SourceDriver {
     if (this.finished) return;
     this.finished = true;
     clearTimeout(this.paceTimer);
-    clearTimeout(this.pushHold);
     this.result.outcome = outcome;
     this.result.reason = reason;
     this.result.endedAt = now();
