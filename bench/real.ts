@@ -61,8 +61,8 @@ const base = { cooperative: true, downtimeLimitMs: 300, prepage: 7 };
 /** Measured pairs of cooperative and blocking runs, probe and kv (after a warm-up pair). */
 const PAIRS = 3;
 
-/** Postcopies and precopies of the big VM measured, each way in turn. */
-const BIG_ROUNDS = 3;
+/** Postcopies and precopies of the big VM measured, in turn. */
+const BIG_ROUNDS = 5;
 
 interface KvRun {
   cooperative: boolean;
