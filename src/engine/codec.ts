@@ -470,11 +470,6 @@ export interface DecoderOptions {
    * views of it.
    */
   allocate?: (bytes: number) => Uint8Array;
-  /**
-   * The caller reuses a chunk's memory once `push` returns (a socket reading into one
-   * buffer): every frame is then copied into `allocate`d memory, whole or as it arrives.
-   */
-  transient?: boolean;
 }
 
 const hex = (n: number) => `0x${n.toString(16).padStart(8, '0')}`;
@@ -485,22 +480,19 @@ const hex = (n: number) => `0x${n.toString(16).padStart(8, '0')}`;
  *
  * Zero-copy: byte fields of decoded messages (`data`, `zeroMask`, `deviceState`) may be
  * views into pushed chunks, and a partial frame keeps views of its chunks until it is
- * complete. Do not modify a chunk after pushing it, unless the decoder is `transient`.
+ * complete. Do not modify a chunk after pushing it.
  */
 export class Decoder {
   readonly #max: number;
   readonly #checksum: Checksum;
   readonly #allocate: (bytes: number) => Uint8Array;
-  readonly #transient: boolean;
   #seq: number;
   #error: CodecError | undefined;
   // Partial length prefix.
   readonly #prefix = new Uint8Array(4);
   #prefixHave = 0;
-  // Partial rest of a frame (body + crc), once its length is known: views of the chunks,
-  // or (transient) the bytes so far at the start of `#gather`.
+  // Partial rest of a frame (body + crc), once its length is known: views of the chunks.
   #parts: Uint8Array[] = [];
-  #gather: Uint8Array | undefined;
   #have = 0;
   #need = 0;
 
@@ -508,7 +500,6 @@ export class Decoder {
     this.#max = opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
     this.#checksum = opts.checksum ?? crc32;
     this.#allocate = opts.allocate ?? ((n) => new Uint8Array(n));
-    this.#transient = opts.transient ?? false;
     this.#seq = opts.firstSeq ?? 0;
   }
 
@@ -517,7 +508,7 @@ export class Decoder {
     return this.#need ? 4 + this.#have : this.#prefixHave;
   }
 
-  /** What a half-read frame keeps of the chunks pushed (views; none when transient). */
+  /** What a half-read frame keeps of the chunks pushed (views). */
   get pendingViews(): readonly Uint8Array[] {
     return this.#parts;
   }
@@ -538,7 +529,7 @@ export class Decoder {
           if (!this.#acceptLength(len)) break;
           if (chunk.length - i >= 4 + len + 4) {
             const bytes = chunk.subarray(i + 4, i + 4 + len + 4);
-            this.#frame(this.#transient ? this.#copy(bytes) : bytes, frames);
+            this.#frame(bytes, frames);
             i += 4 + len + 4;
             continue;
           }
@@ -558,16 +549,12 @@ export class Decoder {
       const take = Math.min(this.#need - this.#have, chunk.length - i);
       // (nothing yet when the chunk ended right after the length: then the next chunk may
       // hold the whole rest, decoded in place)
-      if (take > 0 && this.#transient) {
-        this.#gather ??= this.#allocate(this.#need);
-        this.#gather.set(chunk.subarray(i, i + take), this.#have);
-      } else if (take > 0) this.#parts.push(chunk.subarray(i, i + take));
+      if (take > 0) this.#parts.push(chunk.subarray(i, i + take));
       this.#have += take;
       i += take;
       if (this.#have < this.#need) break;
-      const rest = this.#gather ?? concat(this.#parts, this.#need, this.#allocate);
+      const rest = concat(this.#parts, this.#need, this.#allocate);
       this.#parts = [];
-      this.#gather = undefined;
       this.#have = this.#need = 0;
       this.#frame(rest, frames);
     }
@@ -590,13 +577,6 @@ export class Decoder {
   #fail(code: CodecError['code'], message: string) {
     this.#error = { code, message: `frame ${this.#seq}: ${message}`, seq: this.#seq };
     this.#parts = []; // release buffered chunks
-    this.#gather = undefined;
-  }
-
-  #copy(bytes: Uint8Array): Uint8Array {
-    const out = this.#allocate(bytes.length);
-    out.set(bytes);
-    return out;
   }
 
   #acceptLength(len: number): boolean {

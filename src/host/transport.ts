@@ -819,9 +819,8 @@ class TcpLane implements LaneConnection {
     this.#reader = reads?.reader;
     this.#decoder = new Decoder({
       checksum: frameChecksum, // keeps the pages' checksums for their install
-      allocate: (n) => framePool.take(n),
       // a reader's chunk is not reused while a frame is half read in it (see `settled`)
-      transient: false,
+      allocate: (n) => framePool.take(n),
     });
     if (reads) reads.readInto((chunk) => this.#onData(chunk));
     else socket.on('data', (chunk: Buffer) => this.#onData(chunk));

@@ -364,34 +364,6 @@ test('chunks that lie back to back in one buffer are decoded in place, never gat
   );
 });
 
-test('a transient decoder copies every frame out of a buffer reused between reads', () => {
-  fc.assert(
-    fc.property(stream, fc.array(fc.nat(), { maxLength: 20 }), (messages, cuts) => {
-      const { bytes } = encodeAll(messages);
-      const reads = new Uint8Array(bytes.length); // the one buffer a socket reads into
-      let allocated = 0;
-      const decoder = new Decoder({
-        transient: true,
-        allocate: (n) => {
-          allocated++;
-          return new Uint8Array(n);
-        },
-      });
-      const frames: Frame[] = [];
-      for (const c of splitAt(bytes, cuts)) {
-        reads.set(c);
-        const r = decoder.push(reads.subarray(0, c.length));
-        assert.equal(r.error, undefined);
-        frames.push(...r.frames);
-        reads.fill(0xa5); // the next read overwrites it
-      }
-      assert.deepStrictEqual(frames, expected(messages));
-      assert.equal(allocated, messages.length);
-      assert.equal(decoder.finish(), undefined);
-    }),
-  );
-});
-
 test('byte-at-a-time delivery yields the same frames', () => {
   fc.assert(
     fc.property(
