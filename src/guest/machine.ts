@@ -11,12 +11,16 @@ import {
   addStats,
   CONTROL_ABORT,
   CONTROL_PAUSE,
-  CONTROL_WORDS,
+  controlWords,
   type FromVcpu,
   noStats,
   type Request,
   type ToVcpu,
+  VCPU_HALTED,
+  VCPU_HELD,
   type VcpuStats,
+  vcpuRepliesWord,
+  vcpuStateWord,
 } from './vcpu-protocol.ts';
 
 export interface MachineSpec {
@@ -54,11 +58,16 @@ export class GuestMachine {
     number,
     { resolve: (b: Uint8Array) => void; reject: (e: Error) => void; vcpu: number }
   >();
+  /** Every request handed to a vCPU and not answered yet (new, or resumed with the guest). */
+  private readonly inHand = new Map<number, { vcpu: number; req: Request }>();
+  /** Replies received from each vCPU, to compare with the count it posted. */
+  private readonly repliesIn: number[] = [];
   /** Requests each vCPU holds and has not answered: a new one goes to the least busy. */
   private readonly outstanding: number[] = [];
   private nextId = 1;
   private rr = 0;
-  private pausing: ((r: { vcpu: number; pending: Request[]; stats: VcpuStats }) => void) | null = null;
+  private pausing: ((r: { vcpu: number; seq: number; pending: Request[] }) => void) | null = null;
+  private pauses = 0;
   private statsWaiter: ((r: { vcpu: number; stats: VcpuStats }) => void) | null = null;
   /** Collects the vCPUs' resume times; NaN when the VM stops first. */
   private resuming: ((at: number) => void) | null = null;
@@ -71,6 +80,8 @@ export class GuestMachine {
   onFault: (pfn: number) => void = () => {};
   onError: (message: string) => void = () => {};
   readonly stats: VcpuStats = noStats();
+  /** vCPUs a pause found halted and held where they were (no hop to their threads). */
+  heldInPlace = 0;
   running = false;
 
   private constructor(
@@ -78,7 +89,7 @@ export class GuestMachine {
     readonly ram: GuestRam,
     private cooperative: boolean,
   ) {
-    this.control = new Int32Array(new SharedArrayBuffer(CONTROL_WORDS * 4));
+    this.control = new Int32Array(new SharedArrayBuffer(controlWords(spec.vcpus) * 4));
   }
 
   /**
@@ -106,6 +117,8 @@ export class GuestMachine {
   private startVcpu(v: number, pending: Request[]): Promise<void> {
     const w = vcpuWorker();
     this.workers[v] = w;
+    this.repliesIn[v] = 0;
+    for (const req of pending) this.inHand.set(req.id, { vcpu: v, req });
     return new Promise((resolve, reject) => {
       w.on('message', (msg: FromVcpu) => {
         if (msg.type === 'started') resolve();
@@ -138,6 +151,9 @@ export class GuestMachine {
         const r = this.replies.get(msg.id);
         this.replies.delete(msg.id);
         if (r) this.outstanding[r.vcpu]--;
+        const held = this.inHand.get(msg.id);
+        this.inHand.delete(msg.id);
+        if (held) this.repliesIn[held.vcpu]++;
         r?.resolve(msg.bytes);
         return;
       }
@@ -154,6 +170,7 @@ export class GuestMachine {
         if (!this.ram.isPresent(msg.pfn)) this.onFault(msg.pfn);
         return;
       case 'paused':
+        addStats(this.stats, msg.stats);
         this.pausing?.(msg);
         return;
       case 'resumed':
@@ -230,8 +247,10 @@ export class GuestMachine {
     return new Promise((resolve, reject) => {
       const v = leastBusy(this.outstanding, this.workers.length, this.rr++);
       this.outstanding[v] = (this.outstanding[v] ?? 0) + 1;
+      const req = { id, args };
       this.replies.set(id, { resolve, reject, vcpu: v });
-      this.workers[v].postMessage({ type: 'request', req: { id, args } } satisfies ToVcpu);
+      this.inHand.set(id, { vcpu: v, req });
+      this.workers[v].postMessage({ type: 'request', req } satisfies ToVcpu);
     });
   }
 
@@ -245,27 +264,46 @@ export class GuestMachine {
     // vCPU's queue, neither answered nor handed back (the device keeps it instead)
     this.running = false;
     const pending: Request[] = [];
-    const replies = await new Promise<{ pending: Request[]; stats: VcpuStats }[]>((resolve) => {
-      const got: { pending: Request[]; stats: VcpuStats }[] = [];
-      this.pausing = (r) => {
-        got.push(r);
-        if (got.length === this.workers.length) resolve(got);
-      };
-      for (const w of this.workers) w.postMessage({ type: 'pause' } satisfies ToVcpu);
+    // a halted vCPU whose every reply has arrived is held where it is; its requests in
+    // hand are the ones this side has not heard back on
+    const awaited = new Set<number>();
+    this.workers.forEach((_, v) => {
+      if (this.holdHalted(v)) {
+        this.heldInPlace++;
+        for (const r of this.inHand.values()) if (r.vcpu === v) pending.push(r.req);
+      } else awaited.add(v);
     });
-    for (const r of replies) {
-      pending.push(...r.pending);
-      this.stats.asyncFaults += r.stats.asyncFaults;
-      this.stats.syncFaults += r.stats.syncFaults;
-      this.stats.blockedMs += r.stats.blockedMs;
-      this.stats.ops += r.stats.ops;
-      this.stats.parkedMs += r.stats.parkedMs;
-    }
+    // every vCPU drops its tasks (what it held is handed back here); the running ones say
+    // when they stopped
+    const seq = ++this.pauses;
+    const stopped = new Promise<void>((resolve) => {
+      this.pausing = (r) => {
+        // a held vCPU answers too, maybe only during a later pause
+        if (r.seq !== seq || !awaited.delete(r.vcpu)) return;
+        pending.push(...r.pending);
+        if (awaited.size === 0) resolve();
+      };
+      if (awaited.size === 0) resolve();
+    });
+    for (const w of this.workers) w.postMessage({ type: 'pause', seq } satisfies ToVcpu);
+    await stopped;
     this.pausing = null;
+    this.inHand.clear();
     // the requests handed back run again wherever the guest resumes: their clients hear
     // nothing more from here (they reconnect and send them again)
     this.dropReplies('the guest stopped here');
     return { spec: this.spec, pending: pending.sort((a, b) => a.id - b.id), nextRequestId: this.nextId };
+  }
+
+  /**
+   * Holds vCPU `v` if it is halted with every reply it posted received here: then nothing
+   * of it is in flight, and it runs nothing more until its resume.
+   */
+  private holdHalted(v: number): boolean {
+    if (Atomics.compareExchange(this.control, vcpuStateWord(v), VCPU_HALTED, VCPU_HELD) !== VCPU_HALTED)
+      return false;
+    // held now, so the count is final: a reply posted before the halt may still be on its way
+    return Atomics.load(this.control, vcpuRepliesWord(v)) === this.repliesIn[v];
   }
 
   /**
@@ -288,11 +326,9 @@ export class GuestMachine {
       };
     });
     this.workers.forEach((w, v) => {
-      w.postMessage({
-        type: 'resume',
-        cooperative: this.cooperative,
-        pending: state.pending.filter((_, i) => i % this.workers.length === v),
-      } satisfies ToVcpu);
+      const pending = state.pending.filter((_, i) => i % this.workers.length === v);
+      for (const req of pending) this.inHand.set(req.id, { vcpu: v, req });
+      w.postMessage({ type: 'resume', cooperative: this.cooperative, pending } satisfies ToVcpu);
     });
     return resumed;
   }

@@ -47,7 +47,8 @@ export type ToVcpu =
     }
   | { type: 'request'; req: Request }
   | { type: 'ready'; token: number }
-  | { type: 'pause' }
+  /** `seq` tells this pause's answer from a late one to an earlier pause. */
+  | { type: 'pause'; seq: number }
   | { type: 'resume'; cooperative: boolean; pending: Request[] }
   | { type: 'stats' }
   | { type: 'stop' };
@@ -55,7 +56,7 @@ export type ToVcpu =
 export type FromVcpu =
   | { type: 'reply'; id: number; bytes: Uint8Array }
   | { type: 'fault'; vcpu: number; pfn: number; token: number }
-  | { type: 'paused'; vcpu: number; pending: Request[]; stats: VcpuStats }
+  | { type: 'paused'; vcpu: number; seq: number; pending: Request[]; stats: VcpuStats }
   | { type: 'started'; vcpu: number }
   /** The vCPU runs again (ms since the epoch, sub-ms precision): its first instruction. */
   | { type: 'resumed'; vcpu: number; at: number }
@@ -93,3 +94,28 @@ export const CONTROL_ABORT = 1;
 /** Index of the app lock: handlers on different vCPUs run one at a time, as in Redis. */
 export const CONTROL_APP_LOCK = 2;
 export const CONTROL_WORDS = 4;
+
+/**
+ * Each vCPU's run state, from its control word: running tasks, halted (nothing runnable,
+ * waiting for a message or a timer), or held by the host. A halted vCPU is held without
+ * being woken, as a hypervisor pauses a halted vCPU without kicking it: a stop then costs
+ * no hop to the vCPU's thread and back. Only the host holds; only the vCPU's `resume` lets go.
+ */
+export const VCPU_RUNNING = 0;
+export const VCPU_HALTED = 1;
+export const VCPU_HELD = 2;
+
+/** Control words of a VM of `vcpus`: the shared ones, then a run state and a reply count per vCPU. */
+export function controlWords(vcpus: number): number {
+  return CONTROL_WORDS + 2 * vcpus;
+}
+
+/** Index of vCPU `v`'s run state. */
+export function vcpuStateWord(v: number): number {
+  return CONTROL_WORDS + 2 * v;
+}
+
+/** Index of the number of replies vCPU `v` has posted (the host compares it with those it got). */
+export function vcpuRepliesWord(v: number): number {
+  return CONTROL_WORDS + 2 * v + 1;
+}

@@ -22,7 +22,12 @@ import {
   noStats,
   type Request,
   type ToVcpu,
+  VCPU_HALTED,
+  VCPU_HELD,
+  VCPU_RUNNING,
   type VcpuStats,
+  vcpuRepliesWord,
+  vcpuStateWord,
 } from './vcpu-protocol.ts';
 
 interface AppModule {
@@ -107,13 +112,23 @@ function assign(): void {
   }
 }
 
-/** Runs runnable tasks until none is left, a pause is asked for, or the VM stops. */
+/**
+ * Runs runnable tasks until none is left, a pause is asked for, or the VM stops; then
+ * halts. A vCPU the host held while it was halted runs nothing until its resume.
+ */
 function drain(): void {
-  while (!paused && !stopping) {
-    if (Atomics.load(control, CONTROL_PAUSE) !== 0) return;
-    const t = kernel.schedule(0);
-    if (t < 0) return; // halt: wait for a message
-    runTask(t);
+  const state = vcpuStateWord(vcpu);
+  if (Atomics.compareExchange(control, state, VCPU_HALTED, VCPU_RUNNING) === VCPU_HELD) return;
+  try {
+    while (!paused && !stopping) {
+      if (Atomics.load(control, CONTROL_PAUSE) !== 0) return;
+      const t = kernel.schedule(0);
+      if (t < 0) return; // halt: wait for a message
+      runTask(t);
+    }
+  } finally {
+    // every reply of this run is posted (and counted) before the host can see the halt
+    Atomics.store(control, state, VCPU_HALTED);
   }
 }
 
@@ -148,6 +163,7 @@ function runTask(t: number): void {
       bytes = app.failed(e as Error);
     }
     stats.ops++;
+    Atomics.add(control, vcpuRepliesWord(vcpu), 1);
     post({ type: 'reply', id: req.id, bytes });
     slot.req = null;
     const next = queue.shift();
@@ -231,13 +247,14 @@ port.on('message', async (m: ToVcpu) => {
         // requests in progress or parked start over wherever the guest runs next
         const pending = pendingRequests();
         resetTasks(kernel.options.cooperative);
-        post({ type: 'paused', vcpu, pending, stats: { ...stats } });
+        post({ type: 'paused', vcpu, seq: m.seq, pending, stats: { ...stats } });
         return;
       }
       case 'resume':
-        schedBase = schedStat();
         paused = false;
+        Atomics.store(control, vcpuStateWord(vcpu), VCPU_HALTED); // let go of a hold
         post({ type: 'resumed', vcpu, at: performance.timeOrigin + performance.now() });
+        schedBase = schedStat();
         kernel.setCooperative(m.cooperative);
         queue.push(...m.pending);
         assign();

@@ -80,6 +80,12 @@ export class DestinationDriver {
   }
 
   private queueBulk(m: Message): void {
+    // a switchover (or any message but pages) with nothing before it is taken now: the
+    // guest waits for it
+    if (this.backlog.length === 0 && (m as SourceMessage).type !== 'pages') {
+      this.receive(m);
+      return;
+    }
     this.backlog.push(m);
     if (this.backlog.length >= BULK_BACKLOG_FRAMES) this.lanes.bulk.pauseReading();
     this.scheduleBacklog();

@@ -72,6 +72,53 @@ test('a request handed in while the guest pauses is refused, not left in a vCPU 
   }
 });
 
+test('a pause hands back exactly the requests not answered: none lost, none run twice (random moments)', async () => {
+  const m = await boot('answers', 2);
+  let count = 0; // INCRs the guest has run, as its answers tell
+  try {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 1, max: 24 }),
+        fc.oneof(fc.constant(-1), fc.integer({ min: 0, max: 24 })),
+        async (n, after) => {
+          // pause after `after` answers (or all of them: the vCPUs halt), or with none awaited
+          const stopAt = after < 0 ? n : Math.min(after, n);
+          const answered: number[] = [];
+          const refused: number[] = [];
+          let reached!: () => void;
+          const atStop = new Promise<void>((r) => {
+            reached = r;
+          });
+          if (stopAt === 0) reached();
+          const asks = Array.from({ length: n }, (_, i) =>
+            ask(m, 'INCR').then(
+              () => {
+                answered.push(i);
+                if (answered.length === stopAt) reached();
+              },
+              () => refused.push(i),
+            ),
+          );
+          await atStop;
+          if (after < 0) await new Promise((r) => setTimeout(r, 5)); // let them halt
+          const state = await m.pause();
+          await Promise.all(asks);
+          assert.equal(answered.length + refused.length, n);
+          assert.equal(state.pending.length, refused.length, 'every refused request is handed back');
+          m.resume({ ...state, pending: [] });
+          // the guest ran each answered INCR once and none of those handed back
+          count += answered.length + 1;
+          assert.equal(await ask(m, 'INCR'), `:${count}\r\n`);
+        },
+      ),
+      { numRuns: 40 },
+    );
+    assert.ok(m.heldInPlace > 0, 'some pauses found the vCPUs halted and held them in place');
+  } finally {
+    await m.stop();
+  }
+});
+
 test('a resume says when the first vCPU ran again; a stop before says it never did', async () => {
   const clock = () => performance.timeOrigin + performance.now();
   const m = await boot('answers', 2);
