@@ -1,27 +1,38 @@
 // vCPU workers started ahead of need. A worker's start loads the guest kernel and the apps:
 // 160–230 ms on the reference machine, most of a migration's set-up when the destination
 // boots its vCPUs then. A host keeps a few waiting; a VM created or moving in takes them,
-// and they are replaced once the host is not migrating (a start competes for the cores).
+// and they are replaced once the host has been quiet (not migrating) for a while: a start
+// takes a core for a quarter of a second, and one begun in the short gap between two
+// migrations delayed the next one's switchover by milliseconds.
 
 import { Worker } from 'node:worker_threads';
 
 const WORKER_URL = new URL('./vcpu-worker.mjs', import.meta.url);
 
-/** A spare taken is replaced this much later, or as much later again while the host is busy. */
-const REFILL_DELAY_MS = 1000;
+/** Spares taken are replaced once the host has not been migrating for this long. */
+const QUIET_MS = 1000;
+/** How often a host short of spares looks whether it is migrating. */
+const LOOK_MS = 100;
 
 const spares: Worker[] = [];
 let wanted = 0;
 let busy: () => boolean = () => false;
 let refill: ReturnType<typeof setTimeout> | undefined;
+/** Since when the host has been seen quiet, while spares are missing. */
+let quietSince: number | undefined;
 
 function refillLater(): void {
   if (refill !== undefined) return;
   refill = setTimeout(() => {
     refill = undefined;
-    if (busy()) refillLater();
-    else while (spares.length < wanted) startSpare();
-  }, REFILL_DELAY_MS);
+    const now = performance.now();
+    if (busy()) quietSince = undefined;
+    else quietSince ??= now;
+    if (quietSince !== undefined && now - quietSince >= QUIET_MS) {
+      quietSince = undefined;
+      while (spares.length < wanted) startSpare();
+    } else refillLater();
+  }, LOOK_MS);
   refill.unref();
 }
 
@@ -40,7 +51,7 @@ function startSpare(): void {
 
 /**
  * Keeps `count` spare vCPU workers ready, started now; 0 stops them. Those taken are
- * replaced when `isBusy` (the host is migrating) says no.
+ * replaced once `isBusy` (the host is migrating) has said no for a second.
  */
 export function keepSpareVcpus(count: number, isBusy: () => boolean = () => false): void {
   if (!Number.isInteger(count) || count < 0)
@@ -67,6 +78,7 @@ export function vcpuWorker(): Worker {
   w.removeAllListeners('error');
   w.removeAllListeners('exit');
   w.ref();
+  quietSince = undefined; // a VM is being created or moving in
   refillLater();
   return w;
 }
