@@ -10,6 +10,7 @@ import { copyBytes, type GuestRam } from '../guest/ram.ts';
 import { crc32 } from './crc32.ts';
 import { framePool } from './frame-pool.ts';
 import { pageCrcs } from './page-sums.ts';
+import type { HashDone, HashJob } from './ram-hash-worker.ts';
 
 const ZERO_PAGE_CRC = crc32(new Uint8Array(PAGE_SIZE));
 
@@ -140,14 +141,34 @@ export function pageSums(ram: GuestRam): Uint32Array {
   return sums;
 }
 
+/** The thread that checksums RAM for this process's migrations, started on first use. */
+let hasher: { worker: Worker; jobs: Map<number, (r: string | Error) => void> } | undefined;
+let nextJob = 1;
+
 /** The folded checksum of `ram`, computed on a worker thread. */
 export function ramHashOffThread(ram: GuestRam): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const w = new Worker(new URL('./ram-hash-worker.mjs', import.meta.url), { workerData: ram.buffers });
-    w.once('message', (h: string) => {
-      resolve(h);
-      void w.terminate();
+  if (!hasher) {
+    const worker = new Worker(new URL('./ram-hash-worker.mjs', import.meta.url));
+    const h = { worker, jobs: new Map<number, (r: string | Error) => void>() };
+    const fail = (e: Error) => {
+      if (hasher === h) hasher = undefined; // the next checksum starts a new thread
+      for (const settle of h.jobs.values()) settle(e);
+      h.jobs.clear();
+    };
+    worker.on('message', (m: HashDone) => {
+      h.jobs.get(m.id)?.(m.hash);
+      h.jobs.delete(m.id);
+      if (h.jobs.size === 0) worker.unref(); // idle, it keeps no process alive
     });
-    w.once('error', reject);
+    worker.on('error', fail);
+    worker.on('exit', (code) => fail(new Error(`the RAM checksum thread exited (status ${code})`)));
+    hasher = h;
+  }
+  const h = hasher;
+  const id = nextJob++;
+  return new Promise((resolve, reject) => {
+    h.jobs.set(id, (r) => (typeof r === 'string' ? resolve(r) : reject(r)));
+    h.worker.ref();
+    h.worker.postMessage({ id, ram: ram.buffers } satisfies HashJob);
   });
 }

@@ -1,10 +1,14 @@
 // Page contents on the wire: filling a batch from guest RAM and installing it elsewhere.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import type { PageBatch } from '../../src/engine/messages.ts';
 import { GuestRam } from '../../src/guest/ram.ts';
-import { fillBatch, foldSums, installBatch, pageSums } from '../../src/host/pages.ts';
+import { fillBatch, foldSums, installBatch, pageSums, ramHashOffThread } from '../../src/host/pages.ts';
 
 const PAGE = 4096;
 
@@ -123,6 +127,43 @@ test('the folded checksum names every page and its place', () => {
   ram.page(3)[7] = 0;
   ram.page(4)[7] = 1; // the same change on another page
   assert.notEqual(foldSums(pageSums(ram)), changed);
+});
+
+test('checksums taken off the main thread, several at once, match those taken here', async () => {
+  const rams = [1, 2, 3].map((k) => {
+    const ram = GuestRam.create(16 * PAGE, true);
+    for (let p = 0; p < 16; p += k) ram.page(p)[p] = k;
+    return ram;
+  });
+  const hashes = await Promise.all(rams.map((r) => ramHashOffThread(r)));
+  assert.deepEqual(
+    hashes,
+    rams.map((r) => foldSums(pageSums(r))),
+  );
+  assert.equal(new Set(hashes).size, 3);
+  // the same thread takes the next one
+  assert.equal(await ramHashOffThread(rams[0]), hashes[0]);
+});
+
+test('the checksum thread keeps no process alive once idle', () => {
+  const url = (f: string) => JSON.stringify(new URL(f, import.meta.url).href);
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-hash-'));
+  try {
+    // a file, not --eval: the worker inherits the options, and --input-type is for --eval only
+    const script = join(dir, 'hash.mts');
+    writeFileSync(
+      script,
+      `import { GuestRam } from ${url('../../src/guest/ram.ts')};
+import { ramHashOffThread } from ${url('../../src/host/pages.ts')};
+console.log(await ramHashOffThread(GuestRam.create(4096, true)));`,
+    );
+    const r = spawnSync(process.execPath, ['--import', 'tsx', script], { encoding: 'utf8', timeout: 20_000 });
+    assert.equal(r.error, undefined, 'the process exited on its own');
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout.trim(), /^[0-9a-f]{16}$/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('the dirty log records writes and a sync clears it', async () => {
