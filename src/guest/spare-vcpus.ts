@@ -7,7 +7,8 @@
 
 import { Worker } from 'node:worker_threads';
 
-const WORKER_URL = new URL('./vcpu-worker.mjs', import.meta.url);
+/** The vCPU thread's script: TypeScript through tsx, unless a bundled one is given. */
+let script = new URL('./vcpu-worker.mjs', import.meta.url);
 
 /** Spares taken are replaced once the host has not been migrating for this long. */
 const QUIET_MS = 1000;
@@ -37,7 +38,7 @@ function refillLater(): void {
 }
 
 function startSpare(): void {
-  const w = new Worker(WORKER_URL);
+  const w = new Worker(script);
   w.unref(); // a spare keeps no process alive
   const drop = () => {
     const i = spares.indexOf(w);
@@ -66,6 +67,17 @@ export function keepSpareVcpus(count: number, isBusy: () => boolean = () => fals
   while (spares.length < wanted) startSpare();
 }
 
+/**
+ * Starts vCPU threads from `url` from now on (spares already waiting are started again):
+ * a script bundled with the guest kernel and the apps loads in a sixth of the CPU.
+ */
+export function useVcpuScript(url: URL): void {
+  script = url;
+  const n = spares.length;
+  while (spares.length > 0) void spares.pop()?.terminate();
+  while (spares.length < n) startSpare();
+}
+
 /** Spare vCPU workers waiting now. */
 export function spareVcpus(): number {
   return spares.length;
@@ -74,7 +86,7 @@ export function spareVcpus(): number {
 /** A worker for a vCPU: a spare when one is waiting, else a new one. */
 export function vcpuWorker(): Worker {
   const w = spares.shift();
-  if (!w) return new Worker(WORKER_URL);
+  if (!w) return new Worker(script);
   w.removeAllListeners('error');
   w.removeAllListeners('exit');
   w.ref();

@@ -30,8 +30,33 @@ import {
   vcpuStateWord,
 } from './vcpu-protocol.ts';
 
-interface AppModule {
+export interface AppModule {
   openApp(kind: string, options: Record<string, unknown>, mem: GuestAccess): GuestApp;
+}
+
+/** App modules this thread's script carries built in, by the URL a VM names them with. */
+const builtIn = new Map<string, AppModule>();
+/** tsx's loader, registered before a module that is not built in (a bundled script has none). */
+let loader: string | undefined;
+
+/**
+ * For a script bundled with its apps (host/vcpu-bundle.ts): the modules it carries, and
+ * where the TypeScript loader is for any other module a VM may name.
+ */
+export function provideModules(modules: Record<string, AppModule>, tsxLoader: string): void {
+  for (const [url, mod] of Object.entries(modules)) builtIn.set(url, mod);
+  loader = tsxLoader;
+}
+
+async function openModule(url: string): Promise<AppModule> {
+  const mod = builtIn.get(url);
+  if (mod) return mod;
+  if (loader) {
+    const { register } = (await import(loader)) as { register(): void };
+    register();
+    loader = undefined;
+  }
+  return (await import(url)) as AppModule;
 }
 
 function lockApp(): void {
@@ -219,7 +244,7 @@ port.on('message', async (m: ToVcpu) => {
         mmu = new Mmu(ram, onFault);
         shape = { servers: m.servers, runJob: m.runJob, faultLimit: m.faultLimit };
         resetTasks(m.cooperative);
-        const mod = (await import(m.app.module)) as AppModule;
+        const mod = await openModule(m.app.module);
         app = mod.openApp(m.app.kind, m.app.options, mmu.window(m.app.base, m.app.size));
         queue.push(...m.pending);
         assign();

@@ -12,7 +12,7 @@ import { histogram, percentiles } from '../engine/stats.ts';
 import { ArrayAccess } from '../guest/access.ts';
 import { GuestMachine, kernelPages, type MachineSpec } from '../guest/machine.ts';
 import { GuestRam } from '../guest/ram.ts';
-import { keepSpareVcpus } from '../guest/spare-vcpus.ts';
+import { keepSpareVcpus, useVcpuScript } from '../guest/spare-vcpus.ts';
 import {
   ApiError,
   type CreateVm,
@@ -39,6 +39,7 @@ import {
   type Listener,
   listenLanes,
 } from './transport.ts';
+import { bundleVcpuScript } from './vcpu-bundle.ts';
 
 export interface HostOptions {
   id: string;
@@ -135,6 +136,10 @@ export class Host {
   }
 
   async start(): Promise<void> {
+    const script = bundleVcpuScript([APP_MODULE], (why) =>
+      this.options.log(`${why}; vCPUs start through tsx`),
+    );
+    if (script) useVcpuScript(script);
     keepSpareVcpus(this.options.spareVcpus ?? SPARE_VCPUS, () => this.migrating());
     if (this.options.switchAddress) {
       const link = new SwitchPorts(
