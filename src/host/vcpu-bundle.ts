@@ -23,9 +23,16 @@ const FOLDERS = [fileURLToPath(new URL('../../node_modules/.cache/ferry', import
 /** Scripts of other sources are removed once this old: another host may still start from one. */
 const KEEP_MS = 24 * 3600 * 1000;
 
+/** Written aside and renamed: a host starting at the same time never reads half of it. */
+function writeAtomically(file: string, data: string | Uint8Array): void {
+  const part = `${file}.${process.pid}.part`;
+  writeFileSync(part, data);
+  renameSync(part, file);
+}
+
 function pruneOld(folder: string, current: string): void {
   for (const f of readdirSync(folder)) {
-    if (f === current || !/^vcpu-worker-[0-9a-f]{16}\.mjs$/.test(f)) continue;
+    if (f.startsWith(`${current}.`) || !/^vcpu-worker-[0-9a-f]{16}(\.bundle)?\.mjs$/.test(f)) continue;
     try {
       if (Date.now() - statSync(join(folder, f)).mtimeMs > KEEP_MS) unlinkSync(join(folder, f));
     } catch {
@@ -44,7 +51,6 @@ export function bundleVcpuScript(
   onError: (why: string) => void = () => {},
 ): URL | undefined {
   const lines = [
-    'process.setSourceMapsEnabled(true);', // a guest's errors name the TypeScript lines
     `import { provideModules } from ${JSON.stringify(WORKER)};`,
     ...modules.map((m, i) => `import * as m${i} from ${JSON.stringify(fileURLToPath(m))};`),
     `provideModules({ ${modules.map((m, i) => `${JSON.stringify(m)}: m${i}`).join(', ')} }, ${JSON.stringify(
@@ -72,17 +78,17 @@ export function bundleVcpuScript(
     onError(`could not bundle the vCPU script: ${(e as Error).message.split('\n')[0]}`);
     return undefined;
   }
-  const name = `vcpu-worker-${createHash('sha256').update(code).digest('hex').slice(0, 16)}.mjs`;
+  const name = `vcpu-worker-${createHash('sha256').update(code).digest('hex').slice(0, 16)}`;
+  // the entry turns source maps on before the bundle loads (they apply to what loads
+  // after): a guest's errors then name the TypeScript lines
+  const entry = `process.setSourceMapsEnabled(true);\nawait import('./${name}.bundle.mjs');\n`;
   for (const folder of FOLDERS) {
     try {
       mkdirSync(folder, { recursive: true });
-      const file = join(folder, name);
-      // written aside and renamed: a host starting at the same time never reads half of it
-      const part = `${file}.${process.pid}.part`;
-      writeFileSync(part, code);
-      renameSync(part, file);
+      writeAtomically(join(folder, `${name}.bundle.mjs`), code);
+      writeAtomically(join(folder, `${name}.mjs`), entry);
       pruneOld(folder, name);
-      return pathToFileURL(file);
+      return pathToFileURL(join(folder, `${name}.mjs`));
     } catch {
       // an unwritable folder: the next one
     }

@@ -47,7 +47,9 @@ test('the bundle is one script named by its contents, made again the same', () =
   assert.equal(a.href, b.href);
   assert.ok(existsSync(fileURLToPath(a)));
   assert.match(a.pathname, /vcpu-worker-[0-9a-f]{16}\.mjs$/);
-  assert.doesNotMatch(readFileSync(a, 'utf8'), /from ["'][^"']*\.ts["']/, 'no TypeScript left to load');
+  const bundle = readFileSync(new URL(a.href.replace(/\.mjs$/, '.bundle.mjs')), 'utf8');
+  assert.doesNotMatch(bundle, /from ["'][^"']*\.ts["']/, 'no TypeScript left to load');
+  assert.match(bundle, /sourceMappingURL=data:/, 'a guest error names the TypeScript lines');
 });
 
 test('VMs run on the bundled script: a bundled app, and one it does not carry', async () => {
