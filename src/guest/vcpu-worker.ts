@@ -9,7 +9,7 @@
 import { readFileSync } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
 import type { GuestAccess } from './access.ts';
-import { PageNotPresent } from './access.ts';
+import { ArrayAccess, PageNotPresent } from './access.ts';
 import { GuestKernel } from './kernel.ts';
 import { Mmu } from './mmu.ts';
 import { GuestRam } from './ram.ts';
@@ -32,6 +32,34 @@ import {
 
 export interface AppModule {
   openApp(kind: string, options: Record<string, unknown>, mem: GuestAccess): GuestApp;
+  /** Requests to serve once on scratch RAM, so the app's code is compiled before a VM needs it. */
+  rehearsals?(): { kind: string; options: Record<string, unknown>; requests: Uint8Array[][] }[];
+  formatApp?(kind: string, options: Record<string, unknown>, mem: GuestAccess): void;
+}
+
+/** Scratch RAM a rehearsal runs on. */
+const REHEARSAL_BYTES = 1 << 20;
+
+/**
+ * Serves `mod`'s rehearsals through an MMU over scratch RAM, as a VM's requests are served:
+ * the first real request then runs compiled code. A rehearsal that fails only costs its time.
+ */
+function rehearse(mod: AppModule): void {
+  if (!mod.rehearsals || !mod.formatApp) return;
+  for (const r of mod.rehearsals()) {
+    try {
+      const scratch = GuestRam.create(REHEARSAL_BYTES, true);
+      mod.formatApp(r.kind, r.options, new ArrayAccess(scratch.bytes));
+      const rmmu = new Mmu(scratch, () => {});
+      const rapp = mod.openApp(r.kind, r.options, rmmu.window(0, REHEARSAL_BYTES));
+      for (const args of r.requests) {
+        rapp.execute?.(args);
+        rmmu.commit();
+      }
+    } catch {
+      // nothing of it is kept
+    }
+  }
 }
 
 /** App modules this thread's script carries built in, by the URL a VM names them with. */
@@ -46,6 +74,8 @@ let loader: string | undefined;
 export function provideModules(modules: Record<string, AppModule>, tsxLoader: string): void {
   for (const [url, mod] of Object.entries(modules)) builtIn.set(url, mod);
   loader = tsxLoader;
+  // a spare thread waits for its VM: it rehearses meanwhile
+  for (const mod of builtIn.values()) rehearse(mod);
 }
 
 async function openModule(url: string): Promise<AppModule> {
