@@ -54,12 +54,14 @@ export function kernelPages(vcpus: number): number {
 export class GuestMachine {
   readonly control: Int32Array;
   private readonly workers: Worker[] = [];
-  private readonly replies = new Map<
+  /**
+   * Every request handed to a vCPU and not answered yet: new ones, with their caller
+   * waiting, and those resumed with the guest.
+   */
+  private readonly inHand = new Map<
     number,
-    { resolve: (b: Uint8Array) => void; reject: (e: Error) => void; vcpu: number }
+    { vcpu: number; req: Request; caller?: { resolve: (b: Uint8Array) => void; reject: (e: Error) => void } }
   >();
-  /** Every request handed to a vCPU and not answered yet (new, or resumed with the guest). */
-  private readonly inHand = new Map<number, { vcpu: number; req: Request }>();
   /** Replies received from each vCPU, to compare with the count it posted. */
   private readonly repliesIn: number[] = [];
   /** Requests each vCPU holds and has not answered: a new one goes to the least busy. */
@@ -148,13 +150,14 @@ export class GuestMachine {
   private fromVcpu(msg: FromVcpu): void {
     switch (msg.type) {
       case 'reply': {
-        const r = this.replies.get(msg.id);
-        this.replies.delete(msg.id);
-        if (r) this.outstanding[r.vcpu]--;
-        const held = this.inHand.get(msg.id);
+        const r = this.inHand.get(msg.id);
+        if (!r) return;
         this.inHand.delete(msg.id);
-        if (held) this.repliesIn[held.vcpu]++;
-        r?.resolve(msg.bytes);
+        this.repliesIn[r.vcpu]++;
+        if (r.caller) {
+          this.outstanding[r.vcpu]--;
+          r.caller.resolve(msg.bytes);
+        }
         return;
       }
       case 'fault':
@@ -248,8 +251,7 @@ export class GuestMachine {
       const v = leastBusy(this.outstanding, this.workers.length, this.rr++);
       this.outstanding[v] = (this.outstanding[v] ?? 0) + 1;
       const req = { id, args };
-      this.replies.set(id, { resolve, reject, vcpu: v });
-      this.inHand.set(id, { vcpu: v, req });
+      this.inHand.set(id, { vcpu: v, req, caller: { resolve, reject } });
       this.workers[v].postMessage({ type: 'request', req } satisfies ToVcpu);
     });
   }
@@ -288,10 +290,9 @@ export class GuestMachine {
     for (const w of this.workers) w.postMessage({ type: 'pause', seq } satisfies ToVcpu);
     await stopped;
     this.pausing = null;
-    this.inHand.clear();
     // the requests handed back run again wherever the guest resumes: their clients hear
     // nothing more from here (they reconnect and send them again)
-    this.dropReplies('the guest stopped here');
+    this.dropRequests('the guest stopped here');
     return { spec: this.spec, pending: pending.sort((a, b) => a.id - b.id), nextRequestId: this.nextId };
   }
 
@@ -333,15 +334,10 @@ export class GuestMachine {
     return resumed;
   }
 
-  /** Requests whose replies will never come from this machine (the guest left). */
-  orphanedRequests(): number[] {
-    return [...this.replies.keys()];
-  }
-
-  /** Fails the replies still awaited here (their requests now run elsewhere). */
-  dropReplies(reason: string): void {
-    for (const r of this.replies.values()) r.reject(new Error(reason));
-    this.replies.clear();
+  /** Forgets the requests in hand; their callers hear `reason` (they now run elsewhere, or nowhere). */
+  private dropRequests(reason: string): void {
+    for (const r of this.inHand.values()) r.caller?.reject(new Error(reason));
+    this.inHand.clear();
     this.outstanding.fill(0);
   }
 
@@ -352,7 +348,7 @@ export class GuestMachine {
     this.resuming?.(Number.NaN);
     Atomics.store(this.control, CONTROL_ABORT, 1);
     await Promise.all(this.workers.map((w) => w.terminate()));
-    this.dropReplies('the VM stopped');
+    this.dropRequests('the VM stopped');
   }
 }
 
