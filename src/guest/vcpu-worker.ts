@@ -8,6 +8,7 @@
 
 import { readFileSync } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
+import { PAGE_SIZE } from '../engine/messages.ts';
 import type { GuestAccess } from './access.ts';
 import { ArrayAccess, PageNotPresent } from './access.ts';
 import { GuestKernel } from './kernel.ts';
@@ -17,6 +18,7 @@ import {
   CONTROL_ABORT,
   CONTROL_APP_LOCK,
   CONTROL_PAUSE,
+  controlWords,
   type FromVcpu,
   type GuestApp,
   noStats,
@@ -41,25 +43,35 @@ export interface AppModule {
 const REHEARSAL_BYTES = 1 << 20;
 
 /**
- * Serves `mod`'s rehearsals through an MMU over scratch RAM, as a VM's requests are served:
- * the first real request then runs compiled code. A rehearsal that fails only costs its time.
+ * Serves `mod`'s rehearsals as a VM's requests are served (the task, the kernel, the MMU,
+ * the app) on scratch RAM, their replies kept here: the first real request then runs
+ * compiled code. A rehearsal that fails only costs its time; the VM's start sets up
+ * everything anew.
  */
 function rehearse(mod: AppModule): void {
   if (!mod.rehearsals || !mod.formatApp) return;
   for (const r of mod.rehearsals()) {
     try {
       const scratch = GuestRam.create(REHEARSAL_BYTES, true);
-      mod.formatApp(r.kind, r.options, new ArrayAccess(scratch.bytes));
-      const rmmu = new Mmu(scratch, () => {});
-      const rapp = mod.openApp(r.kind, r.options, rmmu.window(0, REHEARSAL_BYTES));
-      for (const args of r.requests) {
-        rapp.execute?.(args);
-        rmmu.commit();
-      }
+      const base = PAGE_SIZE; // the kernel's page first, as in a VM
+      mod.formatApp(r.kind, r.options, new ArrayAccess(scratch.bytes.subarray(base)));
+      control = new Int32Array(new SharedArrayBuffer(controlWords(1) * 4));
+      mmu = new Mmu(scratch, onFault);
+      shape = { servers: 1, runJob: false, faultLimit: 64 };
+      resetTasks(true);
+      app = mod.openApp(r.kind, r.options, mmu.window(base, REHEARSAL_BYTES - base));
+      rehearsing = true;
+      queue.push(...r.requests.map((args, id) => ({ id, args })));
+      assign();
+      drain();
     } catch {
       // nothing of it is kept
+    } finally {
+      rehearsing = false;
+      queue.length = 0;
     }
   }
+  Object.assign(stats, noStats());
 }
 
 /** App modules this thread's script carries built in, by the URL a VM names them with. */
@@ -134,7 +146,11 @@ function schedStat(): [number, number] {
 }
 let schedBase = schedStat();
 
+/** Replies are kept here while the thread rehearses. */
+let rehearsing = false;
+
 function post(m: FromVcpu): void {
+  if (rehearsing) return;
   port.postMessage(m);
 }
 

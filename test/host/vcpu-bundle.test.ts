@@ -65,6 +65,9 @@ test('VMs run on the bundled script: a bundled app, and one it does not carry', 
       assert.equal(await ask('SET', 'k', 'v1'), '+OK\r\n');
       assert.equal(await ask('GET', 'k'), '$2\r\nv1\r\n');
       assert.equal(await ask('INCR', 'n'), ':1\r\n');
+      // the thread rehearsed on scratch RAM first: none of it shows
+      assert.equal(await ask('DBSIZE'), ':2\r\n');
+      assert.equal((await kv.collectStats()).ops, 4, "only the VM's own requests are counted");
     } finally {
       await kv.stop();
     }
