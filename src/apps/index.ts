@@ -2,7 +2,7 @@
 // host lays out their state in guest RAM once (`formatApp`).
 
 import type { GuestAccess } from '../guest/access.ts';
-import type { GuestApp } from '../guest/vcpu-protocol.ts';
+import type { GuestApp, Rehearsal } from '../guest/vcpu-protocol.ts';
 import { HttpServer, httpOptions } from './http.ts';
 import { HTTP_PROTOCOL, textResponse } from './http-protocol.ts';
 import { KvStore } from './kv.ts';
@@ -51,13 +51,6 @@ export function appStats(
     return { requests, hits };
   }
   throw new Error(`unknown app '${kind}' (known: ${APP_KINDS.join(', ')})`);
-}
-
-/** A few requests of each app that serves them, for a new vCPU thread to serve first (`rehearsals`). */
-export interface Rehearsal {
-  kind: string;
-  options: Record<string, unknown>;
-  requests: Uint8Array[][];
 }
 
 /**

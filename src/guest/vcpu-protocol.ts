@@ -21,6 +21,17 @@ export interface GuestApp {
   step?(): number;
 }
 
+/**
+ * A few requests of one app, which a new vCPU thread serves on scratch RAM before its VM's
+ * first request (so that request runs compiled code); an app module lists them in
+ * `rehearsals()`.
+ */
+export interface Rehearsal {
+  kind: string;
+  options: Record<string, unknown>;
+  requests: Uint8Array[][];
+}
+
 /** Which app, where in guest RAM, and the module that opens it (apps sit above the guest). */
 export interface AppConfig {
   module: string;

@@ -22,6 +22,7 @@ import {
   type FromVcpu,
   type GuestApp,
   noStats,
+  type Rehearsal,
   type Request,
   type ToVcpu,
   VCPU_HALTED,
@@ -35,7 +36,7 @@ import {
 export interface AppModule {
   openApp(kind: string, options: Record<string, unknown>, mem: GuestAccess): GuestApp;
   /** Requests to serve once on scratch RAM, so the app's code is compiled before a VM needs it. */
-  rehearsals?(): { kind: string; options: Record<string, unknown>; requests: Uint8Array[][] }[];
+  rehearsals?(): Rehearsal[];
   formatApp?(kind: string, options: Record<string, unknown>, mem: GuestAccess): void;
 }
 
