@@ -20,6 +20,7 @@ import {
   agreement,
   agreementTable,
   fittedEfficiency,
+  type Measured,
   measuredRuns,
   PAPER,
   PAPER_QUICK,
@@ -59,6 +60,8 @@ export async function experimentCommand(name: string, opts: ExperimentOptions): 
     agreement?: ReturnType<typeof agreement>;
     /** The real runs' link and hosts: what they carry when nothing else runs. */
     link?: Link;
+    /** What each simulated twin took from its real run (by run name). */
+    measured?: Record<string, Measured>;
   } = {};
   let trials: TrialResult[] = [];
   if (opts.real || opts.both) {
@@ -79,8 +82,9 @@ export async function experimentCommand(name: string, opts: ExperimentOptions): 
   }
   if (opts.sim || opts.both) {
     const measured = measuredRuns(trials);
+    if (measured.size) out.measured = Object.fromEntries(measured);
     console.log(
-      `\nSimulating the same configuration${measured.size ? ' (memory in use, server speed, set-up time, demand latency, fault wake-up and host contention as measured)' : ''}…`,
+      `\nSimulating the same configuration${measured.size ? ' (memory in use, server speed, set-up time, demand latency, fault wake-up, host contention and busy share, uplink queue as measured)' : ''}…`,
     );
     out.sim = await simulateVariants(paperScenarios(config, measured, out.link), { seed: 1 });
     out.sim.scenario = 'paper (sim)';
@@ -116,6 +120,8 @@ const GOODPUT_BYTES = 64 << 20;
 interface Link {
   /** One TCP connection between the hosts (the lab only). */
   tcpMbps?: number;
+  /** What that connection kept queued in its sender's uplink, µs (the lab only). */
+  uplinkQueueUs?: number;
   /** An idle VM's precopy: bytes sent ÷ time after set-up. */
   migrationMbps: number;
   /** migrationMbps ÷ the line rate: the simulated link's efficiency. */
@@ -135,6 +141,7 @@ async function runReal(
   let labDir: string | undefined;
   let cluster: Cluster;
   let tcpMbps: number | undefined;
+  let uplinkQueueUs: number | undefined;
   /** The lab's two hosts, for a TCP transfer between them. */
   let ends: [LabEnd, LabEnd] | undefined;
   if (shaped) {
@@ -160,7 +167,8 @@ async function runReal(
   const trials: TrialResult[] = [];
   let link: Link;
   try {
-    if (ends) tcpMbps = (await measureGoodput(ends[0], ends[1], GOODPUT_BYTES)).mbps;
+    if (ends)
+      ({ mbps: tcpMbps, queueUs: uplinkQueueUs } = await measureGoodput(ends[0], ends[1], GOODPUT_BYTES));
     // the hosts' own pace per byte of data, once for all runs: an idle VM full of data,
     // by precopy (a page of zeros costs the hosts ~2 µs and the simulated link nothing:
     // a VM mostly of zeros would lower the simulated link for every byte of the runs)
@@ -173,12 +181,13 @@ async function runReal(
     });
     link = {
       tcpMbps,
+      uplinkQueueUs,
       migrationMbps: cal.mbps,
       efficiency: fittedEfficiency(config, { dataMiB, setupMs: cal.setupMs, totalMs: cal.totalMs }, !shaped),
       loopback: !shaped,
     };
     console.log(
-      `${tcpMbps !== undefined ? `One TCP connection from pa to pb: ${tcpMbps.toFixed(0)} Mbit/s. ` : ''}` +
+      `${tcpMbps !== undefined ? `One TCP connection from pa to pb: ${tcpMbps.toFixed(0)} Mbit/s, ${formatMs((uplinkQueueUs ?? 0) / 1000)} queued in pa's uplink. ` : ''}` +
         `An idle VM's precopy: ${formatMs(cal.totalMs)}, ${cal.mbps.toFixed(0)} Mbit/s after its set-up; ` +
         `its twin takes as long with the simulated link's efficiency at ${link.efficiency.toFixed(3)}.`,
     );

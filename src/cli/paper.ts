@@ -104,6 +104,12 @@ export interface Measured {
    */
   hostContention: number;
   /**
+   * In postcopy, the share of the postcopy the destination host's main thread ran (it
+   * installs the pages and carries the VM's connections); 0 otherwise (precopy's
+   * contention, measured from the app's rate, already counts it).
+   */
+  hostBusy: number;
+  /**
    * What a remote fault keeps its vCPU (blocking) or task (async) waiting beyond the
    * demand's latency (µs): the fault's way to the host and the page's way back into the
    * guest. From the run's own vCPUs: blocked time per blocking fault, or parked time per
@@ -144,6 +150,14 @@ function faultWakeUs(m: TrialResult['migration']): number {
   return waitUs > 0 ? Math.max(0, waitUs - meanLatencyUs(m)) : 0;
 }
 
+/** The destination's main thread's time on a core over the postcopy, as a share of it. */
+function hostBusy(m: TrialResult['migration']): number {
+  if (m.mode !== 'postcopy' || m.switchoverMs < 0) return 0;
+  // the trial's times are the run's: the switchover counts from the run's start
+  const postcopyMs = m.totalTimeMs - (m.switchoverMs - m.startMs) - m.downtimeMs;
+  return postcopyMs > 0 ? Math.min(0.95, Math.max(0, (m.hostRunMs ?? 0) / postcopyMs)) : 0;
+}
+
 /** The measured configuration of each real trial (by run name), for its simulated twin. */
 export function measuredRuns(trials: TrialResult[]): Map<string, Measured> {
   const contention = new Map<string, number>();
@@ -175,6 +189,7 @@ export function measuredRuns(trials: TrialResult[]): Map<string, Measured> {
             m.mode === 'postcopy' && m.vcpuRunMs > 0
               ? m.vcpuWaitMs / m.vcpuRunMs
               : (contention.get(t.workload.kind) ?? 0),
+          hostBusy: hostBusy(m),
           faultWakeUs: faultWakeUs(m),
         },
       ];
@@ -253,14 +268,16 @@ export interface CalibrationRun {
 }
 
 /**
- * The twins' two hosts: the lab's links, or on loopback links far faster than the line
- * rate (the migration then carries its own cap).
+ * The twins' two hosts: the lab's links, with the standing queue a flow that fills one
+ * keeps in its sender's buffer, or on loopback links far faster than the line rate (the
+ * migration then carries its own cap, and fills no link the clients use).
  */
-function twinHosts(config: PaperConfig, loopback: boolean) {
+function twinHosts(config: PaperConfig, loopback: boolean, uplinkQueueUs = 0) {
   const nicMbps = loopback ? 100 * config.linkMbps : config.linkMbps;
+  const host = { nicMbps, latencyUs: LAB_LATENCY_US, uplinkQueueUs: loopback ? 0 : uplinkQueueUs };
   return [
-    { name: 'a', nicMbps, latencyUs: LAB_LATENCY_US },
-    { name: 'b', nicMbps, latencyUs: LAB_LATENCY_US },
+    { name: 'a', ...host },
+    { name: 'b', ...host },
   ];
 }
 
@@ -331,6 +348,8 @@ export function fittedEfficiency(config: PaperConfig, cal: CalibrationRun, loopb
 export interface PaperLink {
   /** Pages' goodput ÷ line rate (default: TCP over Ethernet). */
   efficiency?: number;
+  /** What a flow filling a host's uplink keeps queued there, µs (default: none). */
+  uplinkQueueUs?: number;
   /**
    * Hosts on loopback, only the migration capped at the line rate (by the source): the
    * clients' traffic shares no link with it.
@@ -342,7 +361,8 @@ export interface PaperLink {
  * The simulated experiment: one scenario per run, each VM with the app's workload over a
  * 1 Gbit/s link. `measured` (by run name) sets each VM's memory in use, its server speed
  * (CPU per request, from the measured request rate), its set-up time, the hosts' demand
- * latency and how much the migration slowed the guest (host contention).
+ * latency and how much the migration slowed the guest (host contention) and its clients'
+ * way through the host (host busy); `link` the lab's efficiency and uplink queue.
  */
 export function paperScenarios(
   config: PaperConfig,
@@ -377,7 +397,7 @@ export function paperScenarios(
         durationS: 600,
         settleS: config.afterMs / 1000,
         ...(efficiency && !loopback ? { network: { efficiency } } : {}),
-        hosts: twinHosts(config, !!loopback),
+        hosts: twinHosts(config, !!loopback, link.uplinkQueueUs),
         vms: [
           {
             name: `${a.app}`,
@@ -386,6 +406,7 @@ export function paperScenarios(
             usedMiB: Math.max(1, (m?.usedPages ?? footprintPages(config, a.app)) / 256),
             vcpus: config.vcpus,
             hostContention: m?.hostContention ?? 0,
+            hostBusy: m?.hostBusy ?? 0,
             faultWakeUs: m?.faultWakeUs ?? 0,
             workload,
             dirty: { rateMBps: 0, hotSetMiB: 1 },

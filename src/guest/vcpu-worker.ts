@@ -6,7 +6,6 @@
 // installed, or parks the task (its writes are dropped; it runs again on "page ready").
 // Idle, the thread waits for messages: a halted vCPU does not spin.
 
-import { readFileSync } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
 import { PAGE_SIZE } from '../engine/messages.ts';
 import type { GuestAccess } from './access.ts';
@@ -14,6 +13,7 @@ import { ArrayAccess, PageNotPresent } from './access.ts';
 import { GuestKernel } from './kernel.ts';
 import { Mmu } from './mmu.ts';
 import { GuestRam } from './ram.ts';
+import { threadTime, threadTimeSince } from './thread-time.ts';
 import {
   CONTROL_ABORT,
   CONTROL_APP_LOCK,
@@ -133,19 +133,8 @@ let stopping = false;
 const parkedAt = new Map<number, number>();
 const stats: VcpuStats = noStats();
 
-/**
- * This thread's time on a host core and waiting for one (ms), from the kernel's scheduler
- * statistics; zeros where they cannot be read.
- */
-function schedStat(): [number, number] {
-  try {
-    const [run, wait] = readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ').map(Number);
-    return Number.isFinite(run) && Number.isFinite(wait) ? [run / 1e6, wait / 1e6] : [0, 0];
-  } catch {
-    return [0, 0];
-  }
-}
-let schedBase = schedStat();
+/** This thread's time on a core and waiting for one, counted from the last resume. */
+let schedBase = threadTime();
 
 /** Replies are kept here while the thread rehearses. */
 let rehearsing = false;
@@ -326,19 +315,15 @@ port.on('message', async (m: ToVcpu) => {
         paused = false;
         Atomics.store(control, vcpuStateWord(vcpu), VCPU_HALTED); // let go of a hold
         post({ type: 'resumed', vcpu, at: performance.timeOrigin + performance.now() });
-        schedBase = schedStat();
+        schedBase = threadTime();
         kernel.setCooperative(m.cooperative);
         queue.push(...m.pending);
         assign();
         drain();
         return;
       case 'stats': {
-        const [run, wait] = schedStat();
-        post({
-          type: 'stats',
-          vcpu,
-          stats: { ...stats, runMs: run - schedBase[0], waitMs: wait - schedBase[1] },
-        });
+        const { runMs, waitMs } = threadTimeSince(schedBase);
+        post({ type: 'stats', vcpu, stats: { ...stats, runMs, waitMs } });
         return;
       }
       case 'stop':

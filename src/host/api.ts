@@ -78,6 +78,12 @@ export interface RealMigrationReport extends MigrationReport {
   vcpuWaitMs: number;
   /** Time the guest's async-faulted tasks waited, from their park to their page-ready. */
   vcpuParkedMs: number;
+  /**
+   * The same span on the destination host's main thread (it installs the pages and carries
+   * the VM's connections): on a core, and runnable but waiting for one.
+   */
+  hostRunMs: number;
+  hostWaitMs: number;
 }
 
 export interface MigrationInfo {
@@ -131,6 +137,8 @@ export interface IncomingInfo {
     vcpuRunMs: number;
     vcpuWaitMs: number;
     vcpuParkedMs: number;
+    hostRunMs: number;
+    hostWaitMs: number;
   };
 }
 

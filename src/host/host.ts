@@ -13,6 +13,7 @@ import { ArrayAccess } from '../guest/access.ts';
 import { GuestMachine, kernelPages, type MachineSpec } from '../guest/machine.ts';
 import { GuestRam } from '../guest/ram.ts';
 import { keepSpareVcpus, useVcpuScript } from '../guest/spare-vcpus.ts';
+import { type ThreadTime, threadTime, threadTimeSince } from '../guest/thread-time.ts';
 import {
   ApiError,
   type CreateVm,
@@ -544,6 +545,8 @@ export class Host {
       vcpuRunMs: d?.vcpuRunMs ?? 0,
       vcpuWaitMs: d?.vcpuWaitMs ?? 0,
       vcpuParkedMs: d?.vcpuParkedMs ?? 0,
+      hostRunMs: d?.hostRunMs ?? 0,
+      hostWaitMs: d?.hostWaitMs ?? 0,
       faultLatencyUs: d?.faultLatencyUs ?? { p50: 0, p90: 0, p99: 0, max: 0, mean: 0 },
       faultLatencyHistogram: d?.faultLatencyHistogram ?? [],
       postcopyMs: 0,
@@ -711,9 +714,13 @@ export class Host {
       })();
       return published;
     };
-    driver.onResumed = (s) =>
+    let hostBase: ThreadTime | undefined;
+    driver.onResumed = (s) => {
+      hostBase = threadTime();
       void publish(driver.destination.phase === 'postcopy' ? 'incoming' : 'running', s.devices);
+    };
     void driver.done.then(async (r) => {
+      const host = hostBase ? threadTimeSince(hostBase) : { runMs: 0, waitMs: 0 };
       const stats = r.outcome === 'completed' ? await inc.machine.collectStats() : undefined;
       inc.info.state = 'done';
       inc.info.result = {
@@ -730,6 +737,8 @@ export class Host {
         vcpuRunMs: stats?.runMs ?? 0,
         vcpuWaitMs: stats?.waitMs ?? 0,
         vcpuParkedMs: stats?.parkedMs ?? 0,
+        hostRunMs: host.runMs,
+        hostWaitMs: host.waitMs,
       };
       if (r.outcome === 'completed' || (r.outcome === 'failed' && inc.machine.running))
         (await publish('running')).state = 'running';

@@ -86,6 +86,8 @@ export class GuestRuntime {
   blockedMs = 0;
   /** Work takes this many times as long (>1 while the host's CPUs also serve a migration). */
   cpuFactor = 1;
+  /** The clients' way through the hosts takes this many times as long (same reason). */
+  pathFactor = 1;
   /** The task holding the app lock (see WorkloadModel.appLock), or -1. */
   private lockHolder = -1;
   /** vCPUs waiting for the app lock, each with the task it picked. */
@@ -234,8 +236,8 @@ export class GuestRuntime {
 
   private think(client: number): void {
     const { thinkMs, pathMs } = this.model.clients!;
-    // the host path runs on host CPUs: a migration's load slows it as it slows the vCPUs
-    const ms = (thinkMs > 0 ? this.rng.exp(thinkMs) : 0) + pathMs * this.cpuFactor;
+    // the host path runs on host CPUs: a migration's load slows it (see SimMigration)
+    const ms = (thinkMs > 0 ? this.rng.exp(thinkMs) : 0) + pathMs * this.pathFactor;
     if (ms > 0) this.queue.after(ms, this.senders[client]);
     else this.send(client);
   }

@@ -148,7 +148,13 @@ export class SimMigration {
       this.guestBase.blockedMs = rt.blockedMs;
     }
     this.queue.after(this.spec.setupMs, () => {
-      if (rt) rt.cpuFactor = 1 + this.vm.spec.hostContention;
+      if (rt) {
+        // every host thread waits for a core; the clients' path also waits its turn on
+        // the thread that installs the pages
+        const { hostContention, hostBusy } = this.vm.spec;
+        rt.cpuFactor = 1 + hostContention;
+        rt.pathFactor = (1 + hostContention) / (1 - hostBusy);
+      }
       this.source.start(this.queue.now);
       this.afterSource();
     });
@@ -172,7 +178,10 @@ export class SimMigration {
     this.reason = reason;
     this.endedAt = this.queue.now;
     this.guest?.stop();
-    if (this.vm.runtime) this.vm.runtime.cpuFactor = 1;
+    if (this.vm.runtime) {
+      this.vm.runtime.cpuFactor = 1;
+      this.vm.runtime.pathFactor = 1;
+    }
     if (outcome === 'completed') this.vm.runtime?.settle();
     this.sample(true);
     this.onEnd(this);

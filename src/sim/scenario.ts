@@ -37,6 +37,12 @@ const Host = z.strictObject({
   uploadMbps: positive('upload bandwidth').optional(),
   downloadMbps: positive('download bandwidth').optional(),
   latencyUs: nonNegative('latency').default(50),
+  /**
+   * What a TCP flow keeps queued in the buffer of this host's uplink while it fills the
+   * link, µs: client replies leaving while the uplink is saturated (by a migration, or by
+   * the replies themselves) wait this long beyond the wire (0: no standing queue).
+   */
+  uplinkQueueUs: nonNegative('uplink queue').default(0),
   switch: name.optional(),
   /** This host's own duplex interference (its NIC and driver); the network's when absent. */
   duplexInterference: z.number().min(0).lt(1).optional(),
@@ -159,6 +165,17 @@ const Vm = z
      * the hosts' CPUs serve the migration too (0: the migration has cores of its own).
      */
     hostContention: z.number().min(0, 'host contention must be ≥ 0').default(0),
+    /**
+     * Share of the time the migration keeps busy the host thread its clients' requests cross
+     * (it installs the pages): meanwhile their way outside the guest (`pathMs`) goes at
+     * (1 − this) of its speed, on top of the host contention (0: the path has a thread of
+     * its own).
+     */
+    hostBusy: z
+      .number()
+      .min(0, 'host busy share must be ≥ 0')
+      .max(0.95, 'host busy share must be ≤ 0.95')
+      .default(0),
     /**
      * Host time from a demanded page's arrival to its faulting vCPU (blocking fault) or task
      * (async fault) running again: the install and the wake-up, µs (0: at once).

@@ -12,6 +12,16 @@ import { workloadReport } from './workload-report.ts';
 
 const DEFAULT_SWITCH = '';
 
+/**
+ * Whether the flows sending through `r` fill it: a migration's pages, or replies with
+ * bytes queued (a fluid flow with a backlog sends at the link's rate).
+ */
+function saturated(r: Resource): boolean {
+  let used = 0;
+  for (const f of r.flows) used += f.rate;
+  return r.flows.length > 0 && used >= 0.95 * r.capacity;
+}
+
 /** Mbit/s of line rate to bytes per ms of goodput. */
 function goodput(mbps: number, efficiency: number): number {
   return (mbps * 1e6 * efficiency) / 8 / 1000;
@@ -22,6 +32,8 @@ interface HostNode {
   down: Resource;
   switch: string;
   latencyMs: number;
+  /** The uplink's standing queue while saturated, ms. */
+  uplinkQueueMs: number;
 }
 
 interface Edge {
@@ -74,7 +86,13 @@ export class World {
       const down = new Resource(`${h.name}:down`, goodput(h.downloadMbps ?? h.nicMbps, eff));
       const x = h.duplexInterference ?? interference;
       if (x > 0) up.coupled = { resource: down, interference: x };
-      this.hosts.set(h.name, { up, down, switch: h.switch ?? DEFAULT_SWITCH, latencyMs: h.latencyUs / 1000 });
+      this.hosts.set(h.name, {
+        up,
+        down,
+        switch: h.switch ?? DEFAULT_SWITCH,
+        latencyMs: h.latencyUs / 1000,
+        uplinkQueueMs: h.uplinkQueueUs / 1000,
+      });
     }
   }
 
@@ -132,7 +150,9 @@ export class World {
         flow = new Flow([host.up], Number.POSITIVE_INFINITY);
         this.replyFlows.set(vm.runsOn, flow);
       }
-      this.net.send(flow, bytes, () => this.queue.after(host.latencyMs, delivered));
+      // a saturated uplink holds a standing queue (TCP fills the buffer): replies wait it out
+      const delay = host.latencyMs + (saturated(host.up) ? host.uplinkQueueMs : 0);
+      this.net.send(flow, bytes, () => this.queue.after(delay, delivered));
     };
   }
 

@@ -63,6 +63,19 @@ test('each twin takes its fault wake-up from its own run: blocked or parked time
   assert.equal(m.get('kv-postcopy-blocking')!.hostContention, 2.5);
 });
 
+test('a postcopy twin takes the destination main thread’s busy share of the postcopy; precopy none', () => {
+  // switched over 500 ms into the run, 3 ms down: 1497 ms of postcopy, 599 ms of it on a core
+  const post = trial('kv-postcopy-cooperative', true, { switchoverMs: 500, hostRunMs: 598.8 });
+  const pre = trial('kv-precopy', false, { switchoverMs: 1900, hostRunMs: 100 });
+  (pre.migration as { mode: string }).mode = 'precopy';
+  const m = measuredRuns([post, pre]);
+  assert.ok(Math.abs(m.get('kv-postcopy-cooperative')!.hostBusy - 0.4) < 1e-9);
+  assert.equal(m.get('kv-precopy')!.hostBusy, 0);
+  // a report from before the measure: no share, the path slowed by contention alone
+  const old = trial('kv-postcopy-blocking', false, { switchoverMs: 500 });
+  assert.equal(measuredRuns([old]).get('kv-postcopy-blocking')!.hostBusy, 0);
+});
+
 test('a twin takes the measured mean latency when the report has one, the histogram otherwise', () => {
   const t = trial('kv-postcopy-blocking', false, { syncFaults: 100, vcpuBlockedMs: 500 });
   (t.migration as { faultLatencyUs?: unknown }).faultLatencyUs = {

@@ -110,6 +110,9 @@ describe('ferry lab', () => {
     t.diagnostic(`8 MiB from ferry-ta to ferry-tb at ${m.mbps.toFixed(1)} Mbit/s (link 100 Mbit/s)`);
     assert.ok(m.mbps <= 110, `${m.mbps.toFixed(1)} Mbit/s is above the 100 Mbit/s link`);
     assert.ok(m.mbps >= 50, `${m.mbps.toFixed(1)} Mbit/s is far below the 100 Mbit/s link`);
+    // the flow fills the sender's tbf queue (5 ms of traffic, a 4 ms bucket): echoes wait
+    t.diagnostic(`echoes behind it waited ${(m.queueUs / 1000).toFixed(2)} ms more`);
+    assert.ok(m.queueUs > 200 && m.queueUs < 20_000, `${m.queueUs} µs queued`);
   });
 
   test('up refuses while the lab is up, and leaves it running', async (t) => {

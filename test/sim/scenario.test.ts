@@ -176,6 +176,25 @@ test('duplicate names are named at the second occurrence', () => {
   );
 });
 
+test('a host busy share of 1 or more, or a negative uplink queue, is named', () => {
+  expectProblem(
+    (s) => {
+      (s.vms[0] as Record<string, unknown>).hostBusy = 1;
+      return s;
+    },
+    'vms[0].hostBusy',
+    /host busy share must be ≤ 0.95/,
+  );
+  expectProblem(
+    (s) => {
+      (s.hosts[0] as Record<string, unknown>).uplinkQueueUs = -5;
+      return s;
+    },
+    'hosts[0].uplinkQueueUs',
+    /uplink queue must be ≥ 0/,
+  );
+});
+
 test('usedMiB above ramMiB is rejected', () => {
   expectProblem(
     (s) => {
@@ -321,7 +340,7 @@ test('defaults are applied to a minimal scenario', () => {
   assert.deepEqual(s.network, { efficiency: 0.94, duplexInterference: 0, socketBufferKiB: 4096 });
   assert.deepEqual(s.switches, []);
   assert.deepEqual(s.links, []);
-  assert.deepEqual(s.hosts[0], { name: 'a', nicMbps: 1000, latencyUs: 50 });
+  assert.deepEqual(s.hosts[0], { name: 'a', nicMbps: 1000, latencyUs: 50, uplinkQueueUs: 0 });
   assert.deepEqual(s.vms[0], {
     name: 'v',
     host: 'a',
@@ -329,6 +348,7 @@ test('defaults are applied to a minimal scenario', () => {
     vcpus: 1,
     asyncFaultLimit: 64,
     hostContention: 0,
+    hostBusy: 0,
     faultWakeUs: 0,
     dirty: { hotSetMiB: 0, hotPeriodS: 1, hotPattern: 'sweep', rateMBps: 0 },
     access: { touchesPerSec: 1000, hotFraction: 0.8 },
