@@ -9,6 +9,7 @@ import type { MigrationMode } from '../engine/config.ts';
 import { type ClientKind, pickClient } from '../lab/clients.ts';
 import { startLoopback } from '../lab/loopback.ts';
 import { runTrial, type TrialProgress, type TrialResult } from '../lab/trial.ts';
+import { warmHosts } from '../lab/warmup.ts';
 import { formatBytes, formatMs, table } from '../report/summary.ts';
 import { simDemo } from './demo-sim.ts';
 import { UsageError } from './errors.ts';
@@ -25,6 +26,8 @@ export interface DemoOptions {
   maxBandwidth: number;
   /** Latency each host adds to its migration lanes (ms). */
   latency: number;
+  /** Move a small VM there and back first (commander's --no-warm-up sets false). */
+  warmUp: boolean;
   json?: string;
   html: string;
 }
@@ -79,6 +82,12 @@ export async function demoCommand(opts: DemoOptions): Promise<void> {
         `It moves from a to b by ${mode}${faults}, pages capped at ${opts.maxBandwidth} Mbit/s` +
         (opts.latency > 0 ? `, the hosts ${2 * opts.latency} ms apart (round trip).\n` : '.\n'),
     );
+    if (opts.warmUp) {
+      console.log(
+        'Warming the hosts: a 32 MiB VM there and back (a new host runs its first migrations cold)…',
+      );
+      await warmHosts(cluster);
+    }
     const live = new LiveLine();
     const result = await runTrial({
       cluster,

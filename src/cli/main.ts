@@ -88,6 +88,7 @@ program
     parseLatency,
     0,
   )
+  .option('--no-warm-up', 'skip the small migration there and back that warms the new hosts first')
   .option('--sim', 'run the demo in the simulator (virtual time) instead')
   .option('--json <file>', 'write the report as JSON')
   .option('--html <file>', 'where to write the HTML report', 'out/demo-report.html')

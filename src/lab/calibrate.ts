@@ -5,8 +5,32 @@
 // (framing, the lanes' protocol and the hosts' own work per page all in it), measured once
 // for a set of runs rather than fitted per run.
 
-import { call, type MigrationInfo, type VmInfo } from '../host/api.ts';
+import {
+  call,
+  type MigrationInfo,
+  type RealMigrationReport,
+  type StartMigration,
+  type VmInfo,
+} from '../host/api.ts';
 import type { Cluster } from './loopback.ts';
+
+/** Starts a migration on host `from` and waits for its end; a migration that did not complete throws. */
+export async function migrateAndWait(
+  cluster: Cluster,
+  from: string,
+  body: StartMigration,
+): Promise<RealMigrationReport> {
+  const api = <T>(method: string, path: string, b?: unknown) =>
+    call<T>(from, cluster.secretHex, method, path, b);
+  let info = await api<MigrationInfo>('POST', '/v1/migrations', body);
+  while (info.state !== 'done') {
+    await new Promise((r) => setTimeout(r, 50));
+    info = await api<MigrationInfo>('GET', `/v1/migrations/${info.id}`);
+  }
+  const r = info.report!;
+  if (r.outcome !== 'completed') throw new Error(`migrating ${body.vm}: ${r.outcome} (${r.reason})`);
+  return r;
+}
 
 export interface MigrationCalibration {
   /** Bytes the migration sent, over its time from the end of set-up to the end (Mbit/s). */
@@ -34,8 +58,8 @@ export async function calibrateMigration(
     appOptions: { rateMBps: 0.01, workingSetBytes: o.dataMiB * 2 ** 20, prefill: true },
   });
   try {
-    const move = async (from: string, to: string) => {
-      let info = await api<MigrationInfo>(from, 'POST', '/v1/migrations', {
+    const move = (from: string, to: string) =>
+      migrateAndWait(cluster, from, {
         vm: name,
         to,
         mode: 'precopy',
@@ -44,14 +68,6 @@ export async function calibrateMigration(
         maxBandwidthMbps: o.maxBandwidthMbps,
         prepage: 0,
       });
-      while (info.state !== 'done') {
-        await new Promise((r) => setTimeout(r, 50));
-        info = await api<MigrationInfo>(from, 'GET', `/v1/migrations/${info.id}`);
-      }
-      const r = info.report!;
-      if (r.outcome !== 'completed') throw new Error(`the calibration migration ${r.outcome}: ${r.reason}`);
-      return r;
-    };
     await move(src.url, dst.url);
     const r = await move(dst.url, src.url);
     return {

@@ -26,6 +26,7 @@ test('the demo migrates a kv VM under load with postcopy and cooperative faults,
   const shown = `exit ${r.status}\n${r.stdout}\n${r.stderr}`;
   assert.equal(r.status, 0, shown);
   assert.match(r.stdout, /moves from a to b by postcopy, cooperative faults/);
+  assert.match(r.stdout, /^Warming the hosts: a 32 MiB VM there and back/m);
   assert.match(r.stdout, /postcopy\s+\[[#.]+\]/, 'live progress of the postcopy phase');
   for (const row of ['downtime', 'total time', 'first second after the switchover', 'back to 90%', 'clients'])
     assert.match(r.stdout, new RegExp(`^${row}\\s`, 'm'), `summary row '${row}'`);
