@@ -11,6 +11,7 @@ import { type LabEnd, measureGoodput } from '../lab/goodput.ts';
 import { isRoot, startLab } from '../lab/lab.ts';
 import { type Cluster, startLoopback } from '../lab/loopback.ts';
 import { type Dip, runTrial, type TrialResult } from '../lab/trial.ts';
+import { warmHosts } from '../lab/warmup.ts';
 import type { Report } from '../report/schema.ts';
 import { compareVariants, formatMs, table } from '../report/summary.ts';
 import { simulateVariants } from '../sim/variants.ts';
@@ -169,6 +170,9 @@ async function runReal(
   try {
     if (ends)
       ({ mbps: tcpMbps, queueUs: uplinkQueueUs } = await measureGoodput(ends[0], ends[1], GOODPUT_BYTES));
+    // new hosts run their first migrations cold (postcopy's paths too, which the
+    // calibration's precopies leave cold): the runs are meant to meet warm hosts
+    await warmHosts(cluster);
     // the hosts' own pace per byte of data, once for all runs: an idle VM full of data,
     // by precopy (a page of zeros costs the hosts ~2 µs and the simulated link nothing:
     // a VM mostly of zeros would lower the simulated link for every byte of the runs)
