@@ -716,8 +716,9 @@ export class Host {
     };
     let hostBase: ThreadTime | undefined;
     driver.onResumed = (s) => {
-      hostBase = threadTime();
       void publish(driver.destination.phase === 'postcopy' ? 'incoming' : 'running', s.devices);
+      // after the clients' way in: reading the scheduler's statistics takes ~0.1 ms
+      hostBase = threadTime();
     };
     void driver.done.then(async (r) => {
       const host = hostBase ? threadTimeSince(hostBase) : { runMs: 0, waitMs: 0 };
