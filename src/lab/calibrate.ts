@@ -5,32 +5,9 @@
 // (framing, the lanes' protocol and the hosts' own work per page all in it), measured once
 // for a set of runs rather than fitted per run.
 
-import {
-  call,
-  type MigrationInfo,
-  type RealMigrationReport,
-  type StartMigration,
-  type VmInfo,
-} from '../host/api.ts';
+import { call, type VmInfo } from '../host/api.ts';
 import type { Cluster } from './loopback.ts';
-
-/** Starts a migration on host `from` and waits for its end; a migration that did not complete throws. */
-export async function migrateAndWait(
-  cluster: Cluster,
-  from: string,
-  body: StartMigration,
-): Promise<RealMigrationReport> {
-  const api = <T>(method: string, path: string, b?: unknown) =>
-    call<T>(from, cluster.secretHex, method, path, b);
-  let info = await api<MigrationInfo>('POST', '/v1/migrations', body);
-  while (info.state !== 'done') {
-    await new Promise((r) => setTimeout(r, 50));
-    info = await api<MigrationInfo>('GET', `/v1/migrations/${info.id}`);
-  }
-  const r = info.report!;
-  if (r.outcome !== 'completed') throw new Error(`migrating ${body.vm}: ${r.outcome} (${r.reason})`);
-  return r;
-}
+import { migrateAndWait } from './migrate.ts';
 
 export interface MigrationCalibration {
   /** Bytes the migration sent, over its time from the end of set-up to the end (Mbit/s). */

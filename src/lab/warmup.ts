@@ -6,8 +6,8 @@
 // migration that is meant to show a warm host.
 
 import { call, type RealMigrationReport, type StartMigration } from '../host/api.ts';
-import { migrateAndWait } from './calibrate.ts';
 import type { Cluster } from './loopback.ts';
+import { migrateAndWait } from './migrate.ts';
 
 const NAME = 'warm-up';
 
