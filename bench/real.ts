@@ -9,15 +9,10 @@
 import { writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
-import {
-  call,
-  type MigrationInfo,
-  type RealMigrationReport,
-  type StartMigration,
-  type VmInfo,
-} from '../src/host/api.ts';
+import { call, type RealMigrationReport, type StartMigration, type VmInfo } from '../src/host/api.ts';
 import { startLoad } from '../src/host/loadgen.ts';
 import { type Cluster, startLoopback } from '../src/lab/loopback.ts';
+import { migrateAndWait } from '../src/lab/migrate.ts';
 
 const { values } = parseArgs({ options: { json: { type: 'string' }, ram: { type: 'string' } } });
 const BIG_MIB = Number(values.ram ?? 1024);
@@ -46,14 +41,9 @@ async function migrate(
   body: Omit<StartMigration, 'to'>,
 ): Promise<{ report: RealMigrationReport; startedAt: number }> {
   const startedAt = clock();
-  let info = await api<MigrationInfo>(from, 'POST', '/v1/migrations', { ...body, to });
-  while (info.state !== 'done') {
-    await new Promise((r) => setTimeout(r, 20));
-    info = await api<MigrationInfo>(from, 'GET', `/v1/migrations/${info.id}`);
-  }
-  const r = info.report!;
-  if (r.outcome !== 'completed' || !r.integrity.ok) throw new Error(`migration ${r.outcome}: ${r.reason}`);
-  return { report: r, startedAt };
+  const report = await migrateAndWait(from, secrets.get(from) ?? '', { ...body, to });
+  if (!report.integrity.ok) throw new Error(`migration ${report.outcome}: ${report.reason}`);
+  return { report, startedAt };
 }
 
 const base = { cooperative: true, downtimeLimitMs: 300, prepage: 7 };

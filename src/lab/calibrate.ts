@@ -36,7 +36,7 @@ export async function calibrateMigration(
   });
   try {
     const move = (from: string, to: string) =>
-      migrateAndWait(cluster, from, {
+      migrateAndWait(from, cluster.secretHex, {
         vm: name,
         to,
         mode: 'precopy',

@@ -1,16 +1,14 @@
-// One migration between hosts of a cluster, through their control API, waited for.
+// One migration between hosts, through their control API, waited for.
 
 import { call, type MigrationInfo, type RealMigrationReport, type StartMigration } from '../host/api.ts';
-import type { Cluster } from './loopback.ts';
 
 /** Starts a migration on host `from` and waits for its end; a migration that did not complete throws. */
 export async function migrateAndWait(
-  cluster: Cluster,
   from: string,
+  secretHex: string,
   body: StartMigration,
 ): Promise<RealMigrationReport> {
-  const api = <T>(method: string, path: string, b?: unknown) =>
-    call<T>(from, cluster.secretHex, method, path, b);
+  const api = <T>(method: string, path: string, b?: unknown) => call<T>(from, secretHex, method, path, b);
   let info = await api<MigrationInfo>('POST', '/v1/migrations', body);
   while (info.state !== 'done') {
     await new Promise((r) => setTimeout(r, 50));

@@ -32,13 +32,13 @@ export async function warmHosts(cluster: Cluster): Promise<RealMigrationReport[]
     prepage: 7,
   };
   try {
-    const there = await migrateAndWait(cluster, a.url, {
+    const there = await migrateAndWait(a.url, cluster.secretHex, {
       ...move,
       to: b.url,
       mode: 'precopy',
       cooperative: true,
     });
-    const back = await migrateAndWait(cluster, b.url, {
+    const back = await migrateAndWait(b.url, cluster.secretHex, {
       ...move,
       to: a.url,
       mode: 'postcopy',
