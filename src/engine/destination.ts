@@ -117,6 +117,19 @@ export class MigrationDestination {
     return 'requested';
   }
 
+  /**
+   * A remote fault whose demand request the runtime's fault path sent itself: recorded as
+   * `fault` records one (the request's time, the count), with nothing for `takeMessages`.
+   * `present` when the page is here already (the fault path then wakes its waiters).
+   */
+  faultRequested(now: number, pfn: number): FaultResult {
+    if (this.present.has(pfn)) return 'present';
+    if (this.phase !== 'postcopy' || this.requested.has(pfn)) return 'waiting';
+    this.requested.set(pfn, now);
+    this.stats.remoteFaults++;
+    return 'requested';
+  }
+
   private arrive(now: number, b: PageBatch): Arrival | null {
     for (let i = 0; i < b.runs.length; i += 2) {
       if (!(b.runs[i] >= 0 && b.runs[i + 1] >= 0 && b.runs[i] + b.runs[i + 1] <= this.pageCount))

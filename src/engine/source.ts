@@ -355,6 +355,32 @@ export class MigrationSource {
       : { type: 'switchover', postcopy, discard, deviceStateBytes: bytes };
   }
 
+  /**
+   * A demand the runtime's fault path answered itself, off the engine's loop (the source's
+   * RAM is frozen in postcopy): its pages left on the urgent lane already, `zeroPages` of
+   * them zero. Accounted as the engine would have sent them; neighbours are prepaged and
+   * the push jumps as for a demand it received. Outside postcopy nothing is recorded.
+   */
+  demandServed(now: number, pfns: readonly number[], zeroPages: number): void {
+    const runs: number[] = [];
+    const asked = new Set<number>();
+    for (const pfn of pfns) {
+      if (
+        asked.has(pfn) ||
+        !(this.phase === 'postcopy' && Number.isInteger(pfn) && pfn >= 0 && pfn < this.memory.pageCount)
+      )
+        continue;
+      asked.add(pfn);
+      // a page still unsent leaves the push; one sent before is a resend (counted there,
+      // or here when the configuration would not have resent it)
+      if (!this.demand(pfn)) this.stats.demandResends++;
+      runs.push(pfn, 1);
+    }
+    if (runs.length === 0) return;
+    const pageCount = runs.length / 2;
+    this.pagesMessage(now, { kind: 'urgent', runs, pageCount, zeroCount: Math.min(zeroPages, pageCount) });
+  }
+
   /** A remote fault reached the source: true when the page goes now; prepages around it. */
   private demand(pfn: number): boolean {
     if (this.phase !== 'postcopy' || !(pfn >= 0 && pfn < this.memory.pageCount)) return false;

@@ -2,7 +2,7 @@
 // between the guest and the outside: the request queue the guest serves and the path by
 // which remote faults leave the guest and pages come back.
 
-import type { Worker } from 'node:worker_threads';
+import type { MessagePort, Worker } from 'node:worker_threads';
 import { PAGE_SIZE } from '../engine/messages.ts';
 import type { GuestRam } from './ram.ts';
 import { vcpuWorker } from './spare-vcpus.ts';
@@ -109,6 +109,17 @@ export class GuestMachine {
     await Promise.all(Array.from({ length: spec.vcpus }, (_, v) => m.startVcpu(v, [])));
     m.running = !opts.paused;
     return m;
+  }
+
+  /**
+   * Sends the vCPUs' remote faults to `ports` (one per vCPU, transferred: a fault thread's
+   * ends of their channels), which also carry "page ready" back; null: to `onFault` again.
+   */
+  routeFaults(ports: MessagePort[] | null): void {
+    this.workers.forEach((w, v) => {
+      const port = ports?.[v] ?? null;
+      w.postMessage({ type: 'faults', port } satisfies ToVcpu, port ? [port] : []);
+    });
   }
 
   /** How remote faults are taken from now on. */

@@ -17,6 +17,11 @@ export interface RamBuffers {
 
 export const PRESENT = 1;
 export const MISSING = 0;
+/**
+ * A missing page one thread is copying in (postcopy, where a host's loop and its fault
+ * thread both install pages): the others leave it to that thread and wait for PRESENT.
+ */
+export const INSTALLING = 2;
 
 const ZERO_PAGE = new Uint8Array(PAGE_SIZE);
 
@@ -92,6 +97,20 @@ export class GuestRam {
       for (let p = start; p < start + count; p++) Atomics.notify(this.presence, p);
   }
 
+  /**
+   * Takes `pfn` for an install: true when it was missing and is now this thread's to copy
+   * in (then `markPresent`); false when it is present or another thread is installing it.
+   */
+  claim(pfn: number): boolean {
+    return Atomics.compareExchange(this.presence, pfn, MISSING, INSTALLING) === MISSING;
+  }
+
+  /** Waits until no page is being installed (by another thread) any more. */
+  settleInstalls(): void {
+    for (let p = this.presence.indexOf(INSTALLING); p >= 0; p = this.presence.indexOf(INSTALLING, p))
+      Atomics.wait(this.presence, p, INSTALLING, 1);
+  }
+
   markMissing(start: number, count: number): void {
     for (let p = start; p < start + count; p++) Atomics.store(this.presence, p, MISSING);
   }
@@ -100,8 +119,10 @@ export class GuestRam {
   waitPresent(pfn: number, timeoutMs = Number.POSITIVE_INFINITY): boolean {
     Atomics.add(this.waiters, 0, 1);
     try {
-      while (Atomics.load(this.presence, pfn) !== PRESENT) {
-        if (Atomics.wait(this.presence, pfn, MISSING, timeoutMs) === 'timed-out') return this.isPresent(pfn);
+      for (let state = Atomics.load(this.presence, pfn); state !== PRESENT; ) {
+        // missing, or being installed: either way markPresent wakes this wait
+        if (Atomics.wait(this.presence, pfn, state, timeoutMs) === 'timed-out') return this.isPresent(pfn);
+        state = Atomics.load(this.presence, pfn);
       }
       return true;
     } finally {

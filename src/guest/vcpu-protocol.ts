@@ -1,6 +1,7 @@
 // The messages between a VM's host thread and its vCPU workers, and the shared control
 // words they both use.
 
+import type { MessagePort } from 'node:worker_threads';
 import type { RamBuffers } from './ram.ts';
 
 export interface Request {
@@ -58,15 +59,28 @@ export type ToVcpu =
     }
   | { type: 'request'; req: Request }
   | { type: 'ready'; token: number }
+  /**
+   * Where remote faults go from now on, and "page ready" comes back from: a port to the
+   * host's fault thread (postcopy), or null for the host's loop.
+   */
+  | { type: 'faults'; port: MessagePort | null }
   /** `seq` tells this pause's answer from a late one to an earlier pause. */
   | { type: 'pause'; seq: number }
   | { type: 'resume'; cooperative: boolean; pending: Request[] }
   | { type: 'stats' }
   | { type: 'stop' };
 
+/** A remote fault as a vCPU reports it; `token` 0 for a blocking fault (the vCPU waits on presence). */
+export interface FaultReport {
+  type: 'fault';
+  vcpu: number;
+  pfn: number;
+  token: number;
+}
+
 export type FromVcpu =
   | { type: 'reply'; id: number; bytes: Uint8Array }
-  | { type: 'fault'; vcpu: number; pfn: number; token: number }
+  | FaultReport
   | { type: 'paused'; vcpu: number; seq: number; pending: Request[]; stats: VcpuStats }
   | { type: 'started'; vcpu: number }
   /** The vCPU runs again (ms since the epoch, sub-ms precision): its first instruction. */

@@ -6,7 +6,7 @@
 // installed, or parks the task (its writes are dropped; it runs again on "page ready").
 // Idle, the thread waits for messages: a halted vCPU does not spin.
 
-import { parentPort } from 'node:worker_threads';
+import { type MessagePort, parentPort } from 'node:worker_threads';
 import { PAGE_SIZE } from '../engine/messages.ts';
 import type { GuestAccess } from './access.ts';
 import { ArrayAccess, PageNotPresent } from './access.ts';
@@ -144,17 +144,25 @@ function post(m: FromVcpu): void {
   port.postMessage(m);
 }
 
+/** Where remote faults go (the host's fault thread in postcopy), else the host's loop. */
+let faultPort: MessagePort | null = null;
+
+function postFault(pfn: number, token: number): void {
+  if (rehearsing) return;
+  (faultPort ?? port).postMessage({ type: 'fault', vcpu, pfn, token } satisfies FromVcpu);
+}
+
 /** The guest kernel's answer to a remote fault (see Mmu): wait for the page, or park. */
 function onFault(pfn: number, kernelContext: boolean): void {
   const action = kernel.fault(0, pfn, kernelContext);
   if (action.action === 'park') {
     stats.asyncFaults++;
     parkedAt.set(action.token, performance.now());
-    post({ type: 'fault', vcpu, pfn, token: action.token });
+    postFault(pfn, action.token);
     throw new PageNotPresent(pfn);
   }
   stats.syncFaults++;
-  post({ type: 'fault', vcpu, pfn, token: 0 });
+  postFault(pfn, 0);
   const t0 = performance.now();
   // a blocking fault stalls this whole vCPU; wake up now and then to notice an abandon
   while (!mmu.ram.waitPresent(pfn, 200)) {
@@ -269,7 +277,7 @@ function resetTasks(cooperative: boolean): void {
   if (shape.runJob) slots[kernel.addTask(0, 'runnable')] = { req: null, job: true };
 }
 
-port.on('message', async (m: ToVcpu) => {
+async function onMessage(m: ToVcpu): Promise<void> {
   try {
     switch (m.type) {
       case 'start': {
@@ -303,6 +311,12 @@ port.on('message', async (m: ToVcpu) => {
         drain();
         return;
       }
+      case 'faults':
+        faultPort?.close();
+        faultPort = m.port;
+        // "page ready" comes back on it
+        faultPort?.on('message', (r: ToVcpu) => void onMessage(r));
+        return;
       case 'pause': {
         paused = true;
         // requests in progress or parked start over wherever the guest runs next
@@ -328,10 +342,13 @@ port.on('message', async (m: ToVcpu) => {
       }
       case 'stop':
         stopping = true;
+        faultPort?.close();
         port.close();
         return;
     }
   } catch (e) {
     post({ type: 'error', vcpu, message: (e as Error).stack ?? String(e) });
   }
-});
+}
+
+port.on('message', (m: ToVcpu) => void onMessage(m));

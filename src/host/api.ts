@@ -119,6 +119,8 @@ export interface IncomingInfo {
   migrationId: string;
   state: 'waiting' | 'running' | 'done';
   lanesPort: number;
+  /** Where the source's fault thread opens the urgent lane (to this host's fault thread). */
+  urgentPort: number;
   /** Why the destination gave the migration up before it started. */
   dropped?: string;
   /** Where the VM's clients connect here, once it has resumed here. */

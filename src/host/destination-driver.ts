@@ -7,6 +7,7 @@ import type { Message, SourceMessage } from '../engine/messages.ts';
 import type { Outcome } from '../engine/stats.ts';
 import { type Percentiles, percentiles } from '../engine/stats.ts';
 import { type DeviceState, decodeDeviceState, type GuestMachine } from '../guest/machine.ts';
+import { type FaultPathLane, isFaultPathLane } from './fault-path.ts';
 import { framePool } from './frame-pool.ts';
 import { foldSums, installBatch } from './pages.ts';
 import type { Lanes } from './source-driver.ts';
@@ -51,6 +52,8 @@ export class DestinationDriver {
   readonly done: Promise<DestinationResult>;
   /** The guest runs here now (at the switchover; in postcopy before every page arrived). */
   onResumed: (state: DeviceState) => void = () => {};
+  /** The urgent lane, when a fault thread holds it. */
+  private readonly faultPath: FaultPathLane | undefined;
   /** Bulk-lane messages not yet handed to the engine, in order. */
   private readonly backlog: Message[] = [];
   private backlogScheduled = false;
@@ -64,8 +67,9 @@ export class DestinationDriver {
   ) {
     const ram = machine.ram;
     this.destination = new MigrationDestination(ram.pages);
-    this.sums = new Uint32Array(ram.pages);
-    this.written = new Uint8Array(ram.pages);
+    // shared with the fault thread, which installs urgent pages too
+    this.sums = new Uint32Array(new SharedArrayBuffer(ram.pages * 4));
+    this.written = new Uint8Array(new SharedArrayBuffer(ram.pages));
     this.done = new Promise((r) => {
       this.resolveDone = r;
     });
@@ -73,6 +77,18 @@ export class DestinationDriver {
       this.destination.fault(now(), pfn);
       this.flush();
     };
+    const urgent = lanes.urgent;
+    if (isFaultPathLane(urgent)) {
+      // the vCPUs' faults go to the fault thread, which asks for their pages and installs
+      // them; the engine hears of both afterwards
+      this.faultPath = urgent;
+      urgent.takeFaults(machine, this.sums, this.written);
+      urgent.onRequested((pfn, at) => {
+        // here already (the host's loop installed it meanwhile): the thread wakes its waiters
+        if (this.destination.faultRequested(at, pfn) === 'present') urgent.pagesArrived([pfn, 1]);
+      });
+      urgent.onInstalled((runs, at) => this.installedOnThread(runs, at));
+    }
     lanes.bulk.onMessage((m) => this.queueBulk(m));
     for (const lane of [lanes.control, lanes.urgent]) lane.onMessage((m) => this.receive(m));
     for (const lane of [lanes.control, lanes.bulk, lanes.urgent])
@@ -115,15 +131,34 @@ export class DestinationDriver {
       const ram = this.machine.ram;
       for (let i = 0; i < msg.discard.length; i += 2) ram.markMissing(msg.discard[i], msg.discard[i + 1]);
     }
+    // in postcopy the fault thread installs pages too: each page goes to whoever claims it
+    const claim = this.faultPath !== undefined && this.destination.phase === 'postcopy';
     const arrival = this.destination.receive(t, msg);
     if (arrival && msg.type === 'pages' && arrival.install.length > 0) {
-      installBatch(this.machine.ram, msg.batch, arrival.install, this.sums, this.written);
-      this.machine.pagesArrived(arrival.install);
+      const runs = installBatch(this.machine.ram, msg.batch, arrival.install, this.sums, this.written, claim);
+      this.machine.pagesArrived(runs);
+      if (arrival.awaited > 0) this.faultPath?.pagesArrived(runs);
     }
     // the pages are in guest RAM: the frame they came in can take another
     if (msg.type === 'pages') framePool.give(msg.batch.data);
+    this.afterEngine(msg);
+  }
+
+  /** Urgent pages the fault thread installed: the engine counts them in. */
+  private installedOnThread(runs: number[], at: number): void {
+    let pageCount = 0;
+    for (let i = 1; i < runs.length; i += 2) pageCount += runs[i];
+    const arrival = this.destination.receive(at, {
+      type: 'pages',
+      batch: { kind: 'urgent', runs, pageCount, zeroCount: 0 },
+    });
+    if (arrival) this.machine.pagesArrived(arrival.install);
+    this.afterEngine();
+  }
+
+  private afterEngine(msg?: SourceMessage): void {
     for (const e of this.destination.takeEvents()) {
-      if (e.type === 'guest-resumed' && msg.type === 'switchover')
+      if (e.type === 'guest-resumed' && msg?.type === 'switchover')
         this.resume(e.at, e.postcopy, msg.deviceState);
       else if (e.type === 'finished') this.finish(e.outcome, e.reason);
     }
@@ -169,6 +204,8 @@ export class DestinationDriver {
   private finish(outcome: Outcome, reason: string): void {
     if (this.finished) return;
     this.finished = true;
+    // a page the fault thread is still copying in has its checksum written next
+    if (outcome === 'completed' && this.faultPath) this.machine.ram.settleInstalls();
     const ramHash = outcome === 'completed' ? foldSums(this.sums) : '';
     this.log(`incoming migration ${outcome}: ${reason}`);
     const d = this.destination.stats;
@@ -182,6 +219,8 @@ export class DestinationDriver {
       ramHash,
     });
     if (outcome !== 'completed' && this.machine.running === false) void this.machine.stop();
+    // the fault thread lets go of the VM with the lane: any later fault comes to this loop
+    else if (this.faultPath) this.machine.routeFaults(null);
     // the source closes the lanes once it has our last word
     setTimeout(() => {
       for (const l of [this.lanes.control, this.lanes.bulk, this.lanes.urgent]) l.close();

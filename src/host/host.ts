@@ -28,6 +28,7 @@ import {
 } from './api.ts';
 import { type ClientPorts, DirectPorts } from './client-ports.ts';
 import { DestinationDriver } from './destination-driver.ts';
+import { FaultPath } from './fault-path.ts';
 import { checkLaneLatency, delayedLane } from './lane-latency.ts';
 import { type NicState, VmNic } from './nic.ts';
 import { RamPool } from './ram-pool.ts';
@@ -122,6 +123,8 @@ export class Host {
   private ports: ClientPorts;
   private server: http.Server | undefined;
   private lanes: Listener | undefined;
+  /** The thread that holds the urgent lanes (remote faults, demands, urgent pages). */
+  private faults: FaultPath | undefined;
   port = 0;
   private readonly secretHex: string;
 
@@ -152,6 +155,18 @@ export class Host {
       await link.connect();
       this.ports = link;
     }
+    this.faults = await FaultPath.start(
+      { host: this.options.host, secret: this.options.secret, latencyMs: this.options.laneLatencyMs ?? 0 },
+      this.options.log,
+    );
+    this.faults.onLane = (lane) => {
+      try {
+        this.laneArrived(lane);
+      } catch (e) {
+        this.options.log(`refused the urgent lane from ${lane.remoteAddress}: ${(e as Error).message}`);
+        lane.destroy();
+      }
+    };
     this.lanes = await listenLanes({
       host: this.options.host,
       port: this.options.lanesPort,
@@ -186,6 +201,7 @@ export class Host {
     for (const i of this.incoming.values()) await i.machine.stop();
     await this.ports.close();
     await this.lanes?.close();
+    await this.faults?.close();
     await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
     keepSpareVcpus(0);
   }
@@ -387,7 +403,7 @@ export class Host {
     } satisfies IncomingRequest).catch((e) => {
       throw refused(e);
     });
-    const lanes = await this.openLanes(id, to, incoming.lanesPort).catch((e) => {
+    const lanes = await this.openLanes(id, to, incoming, vm.machine).catch((e) => {
       throw refused(e);
     });
     const config = migrationConfig({
@@ -435,10 +451,16 @@ export class Host {
   }
 
   /**
-   * Opens the control and urgent lanes to the destination and waits for the bulk lane it
-   * opens back to this host once the control lane is in.
+   * Opens the control lane to the destination, and the urgent lane from this host's fault
+   * thread to the destination's, then waits for the bulk lane the destination opens back to
+   * this host once the control lane is in.
    */
-  private async openLanes(id: string, to: URL, port: number): Promise<Lanes> {
+  private async openLanes(
+    id: string,
+    to: URL,
+    incoming: IncomingInfo,
+    machine: GuestMachine,
+  ): Promise<Lanes> {
     const lanes: Partial<Lanes> = {};
     let failed: (e: Error) => void = () => {};
     const bulk = new Promise<LaneConnection>((resolve, reject) => {
@@ -456,17 +478,19 @@ export class Host {
       BULK_LANE_TIMEOUT_MS,
     );
     try {
-      for (const lane of ['control', 'urgent'] as const)
-        lanes[lane] = this.distant(
-          await connectLane({
-            host: to.hostname,
-            port,
-            secret: this.options.secret,
-            migrationId: id,
-            lane,
-            capabilities: ALL_CAPABILITIES,
-          }),
-        );
+      lanes.control = this.distant(
+        await connectLane({
+          host: to.hostname,
+          port: incoming.lanesPort,
+          secret: this.options.secret,
+          migrationId: id,
+          lane: 'control',
+          capabilities: ALL_CAPABILITIES,
+        }),
+      );
+      if (!Number.isInteger(incoming.urgentPort))
+        throw new Error(`it named no port for the urgent lane (urgentPort: ${incoming.urgentPort})`);
+      lanes.urgent = await this.faults!.dial(id, to.hostname, incoming.urgentPort, machine.ram.buffers);
       // a destination that could not reach this host drops the migration and its lanes
       let waiting = true;
       lanes.control!.onClose(async () => {
@@ -622,7 +646,13 @@ export class Host {
     // long as the copy's own faults, and competes with the install for the cores)
     const machine = await GuestMachine.boot(spec, ram, { cooperative: b.cooperative, paused: true });
     machine.onError = (m) => this.options.log(`incoming VM ${b.vm}: ${m}`);
-    const info: IncomingInfo = { migrationId: b.migrationId, state: 'waiting', lanesPort: this.lanes!.port };
+    const info: IncomingInfo = {
+      migrationId: b.migrationId,
+      state: 'waiting',
+      lanesPort: this.lanes!.port,
+      urgentPort: this.faults!.port,
+    };
+    this.faults!.expect(b.migrationId);
     const inc: Incoming = { info, request: b, lanes: {}, machine };
     inc.expiry = setTimeout(
       () => void this.dropIncoming(inc, `its lanes did not arrive within ${LANES_TIMEOUT_MS / 1000} s`),
@@ -755,6 +785,7 @@ export class Host {
     inc.info.dropped = why;
     this.options.log(`incoming VM ${inc.request.vm} (migration ${inc.info.migrationId}) dropped: ${why}`);
     for (const l of Object.values(inc.lanes)) l.destroy();
+    this.faults?.forget(inc.info.migrationId);
     await this.release(inc.machine);
   }
 

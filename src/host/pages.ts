@@ -62,7 +62,9 @@ export function fillBatch(ram: GuestRam, batch: PageBatch): void {
  * into guest RAM, records their checksums and marks them present. `written`, when given,
  * marks the pages this migration has put data in, the others still holding the zeros of a
  * new VM's RAM: a zero page costs nothing there, not even a look (an idle VM is mostly
- * zero pages, and looking at fresh memory makes the host map it).
+ * zero pages, and looking at fresh memory makes the host map it). With `claim` (postcopy,
+ * where another thread installs too) only pages this call claims from missing are written.
+ * Returns the runs installed.
  */
 export function installBatch(
   ram: GuestRam,
@@ -70,7 +72,8 @@ export function installBatch(
   install: number[],
   sums: Uint32Array,
   written?: Uint8Array,
-): void {
+  claim = false,
+): number[] {
   if (!batch.data || !batch.zeroMask) throw new Error('pages frame without contents');
   const src = Buffer.from(batch.data.buffer, batch.data.byteOffset, batch.data.byteLength);
   const dst = Buffer.from(ram.buffers.data);
@@ -87,6 +90,13 @@ export function installBatch(
       }
       index += n;
     }
+  }
+  if (claim) {
+    // postcopy with a fault thread: a page another thread has (or is installing) is its
+    let i = 0;
+    for (let k = 0; k < batch.runs.length; k += 2)
+      for (let p = batch.runs[k]; p < batch.runs[k] + batch.runs[k + 1]; p++, i++)
+        if (want[i] && !ram.claim(p)) want[i] = 0;
   }
   const mask = batch.zeroMask;
   const isZero = (i: number) => (mask[i >> 3] >> (i & 7)) & 1;
@@ -120,7 +130,21 @@ export function installBatch(
       }
     }
   }
-  for (let k = 0; k < install.length; k += 2) ram.markPresent(install[k], install[k + 1]);
+  if (!claim) {
+    for (let k = 0; k < install.length; k += 2) ram.markPresent(install[k], install[k + 1]);
+    return install;
+  }
+  const installed: number[] = [];
+  i = 0;
+  for (let k = 0; k < batch.runs.length; k += 2)
+    for (let p = batch.runs[k]; p < batch.runs[k] + batch.runs[k + 1]; p++, i++) {
+      if (!want[i]) continue;
+      ram.markPresent(p, 1);
+      const n = installed.length;
+      if (n > 0 && installed[n - 2] + installed[n - 1] === p) installed[n - 1]++;
+      else installed.push(p, 1);
+    }
+  return installed;
 }
 
 /** Folds per-page checksums into one value, page numbers included (order matters). */

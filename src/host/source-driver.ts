@@ -8,6 +8,7 @@ import { PAGE_SIZE } from '../engine/messages.ts';
 import { MigrationSource, type SourceEvent } from '../engine/source.ts';
 import type { Outcome } from '../engine/stats.ts';
 import { type DeviceState, encodeDeviceState, type GuestMachine } from '../guest/machine.ts';
+import { isFaultPathLane } from './fault-path.ts';
 import { BATCH_PAGES, framePool } from './frame-pool.ts';
 import { fillBatch, ramHashOffThread } from './pages.ts';
 import type { LaneConnection } from './transport.ts';
@@ -98,7 +99,20 @@ export class SourceDriver {
       this.waitingDrain = false;
       this.pump();
     });
+    const urgent = lanes.urgent;
+    // demands the fault thread answers (postcopy, every demand answered on the urgent lane)
+    if (isFaultPathLane(urgent) && config.postcopy.urgentLane && config.postcopy.resendInFlight) {
+      this.serveOnThread = () => urgent.serveDemands();
+      urgent.onServed((pfns, zeroPages, at) => {
+        this.source.demandServed(at, pfns, zeroPages);
+        this.account(true, batchBytes(pfns.length, zeroPages));
+        this.afterEngine(); // its neighbours, prepaged
+      });
+    }
   }
+
+  /** Hands the answering of demands to the fault thread, once the guest is frozen. */
+  private serveOnThread = () => {};
 
   get pages(): number {
     return this.machine.ram.pages;
@@ -150,6 +164,7 @@ export class SourceDriver {
           this.finish(e.outcome, e.reason);
           break;
         case 'postcopy-started':
+          this.serveOnThread();
           break;
       }
     }

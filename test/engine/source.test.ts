@@ -1,7 +1,8 @@
 // Targeted behaviours of the source and destination engines and the stop policies.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { migrationConfig } from '../../src/engine/config.ts';
+import fc from 'fast-check';
+import { type MigrationConfig, migrationConfig } from '../../src/engine/config.ts';
 import { MigrationDestination } from '../../src/engine/destination.ts';
 import type { PageBatch, SourceMessage } from '../../src/engine/messages.ts';
 import type { PageSet } from '../../src/engine/page-set.ts';
@@ -333,4 +334,118 @@ test('the destination refuses pages outside guest RAM and a switchover with page
   d2.receive(0, { type: 'switchover', postcopy: false, discard: [], deviceStateBytes: 0 });
   assert.equal(d2.phase, 'aborted');
   assert.match(JSON.stringify(d2.takeMessages()), /10 pages missing/);
+});
+
+/** A postcopy source past its switchover over `pages` pages, with `pushed` pages of push sent. */
+function postcopySource(pages: number, pushed: number, postcopy: Partial<MigrationConfig['postcopy']> = {}) {
+  const cfg = migrationConfig({ mode: 'postcopy', postcopy: { prepageForward: 2, ...postcopy } });
+  const src = new MigrationSource(
+    cfg,
+    memory(pages),
+    scriptedLog(() => []),
+  );
+  src.start(0);
+  src.guestStopped(0);
+  src.next(0, 'bulk', 1 << 20); // switchover
+  if (pushed > 0) src.next(0, 'bulk', pushed * 4104);
+  return src;
+}
+
+test('postcopy: a demand answered off the engine is accounted as sent, prepaged around, and never pushed', () => {
+  const src = postcopySource(1000, 10);
+  src.demandServed(1, [500, 500, 3], 1);
+  assert.equal(src.hasWork('urgent'), false, 'the pages left already: nothing is queued for the urgent lane');
+  assert.deepEqual(src.stats.pagesSent.urgent, 1, 'one page new to the wire (the other was zero)');
+  assert.equal(src.stats.pagesSent.zero, 1);
+  assert.equal(src.stats.demandResends, 1, 'page 3 had gone with the push: a resend');
+  const prepaged = src.next(1, 'bulk', 1 << 20);
+  assert.ok(prepaged?.type === 'pages');
+  assert.equal(prepaged.batch.kind, 'prepaged');
+  assert.deepEqual(prepaged.batch.runs, [501, 2]);
+  const sent = new Set<number>();
+  for (let m = src.next(2, 'bulk', 64 * 4104); m; m = src.next(2, 'bulk', 64 * 4104))
+    if (m.type === 'pages')
+      for (let i = 0; i < m.batch.runs.length; i += 2)
+        for (let p = m.batch.runs[i]; p < m.batch.runs[i] + m.batch.runs[i + 1]; p++) sent.add(p);
+  assert.equal(sent.has(500), false, 'the push skips the page answered');
+  assert.equal(sent.size, 1000 - 10 - 1 - 2, 'and sends every other page once');
+});
+
+test('a demand answered off the engine outside postcopy, or outside RAM, records nothing', () => {
+  const cfg = migrationConfig({ mode: 'precopy' });
+  const pre = new MigrationSource(
+    cfg,
+    memory(100),
+    scriptedLog(() => []),
+  );
+  pre.start(0);
+  pre.demandServed(1, [5], 0);
+  assert.equal(pre.stats.pagesSent.urgent, 0);
+  const post = postcopySource(100, 0);
+  post.demandServed(1, [100, -1, 2.5], 0);
+  assert.equal(post.stats.pagesSent.urgent, 0);
+  assert.equal(post.stats.bytesSent > 0, true, 'the switchover only');
+});
+
+test('postcopy: a fault whose request the runtime sent is recorded once, without a message, and settled by its page', () => {
+  const dst = new MigrationDestination(100);
+  dst.receive(0, { type: 'switchover', postcopy: true, discard: [], deviceStateBytes: 0 });
+  dst.takeMessages();
+  assert.equal(dst.faultRequested(1, 40), 'requested');
+  assert.equal(dst.faultRequested(1.5, 40), 'waiting', 'a second fault waits for the first request');
+  assert.deepEqual(
+    dst.takeMessages().filter((m) => m.type === 'demand'),
+    [],
+    'the request went already',
+  );
+  assert.equal(dst.stats.remoteFaults, 1);
+  const arrival = dst.receive(1.25, {
+    type: 'pages',
+    batch: { kind: 'urgent', runs: [40, 1], pageCount: 1, zeroCount: 0 },
+  });
+  assert.deepEqual(arrival, { install: [40, 1], awaited: 1 });
+  assert.deepEqual(dst.stats.faultLatencyUs, [250]);
+  assert.equal(dst.faultRequested(2, 40), 'present');
+});
+
+test('property: with demands answered off the engine at random moments, every page still goes, none after its answer', () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 1500 }),
+      fc.integer({ min: 0, max: 4 }),
+      fc.array(fc.record({ step: fc.nat(200), pfns: fc.array(fc.nat(1499), { maxLength: 4 }) }), {
+        maxLength: 30,
+      }),
+      (n, forward, demands) => {
+        const src = postcopySource(n, 0, { prepageForward: forward });
+        const answered = new Map<number, number>(); // pfn -> step
+        let urgent = 0;
+        const pushedAt = new Map<number, number>();
+        let complete = false;
+        for (let step = 0; step < 10_000 && !complete; step++) {
+          for (const d of demands.filter((x) => x.step === step)) {
+            const pfns = d.pfns.filter((p) => p < n);
+            src.demandServed(step, pfns, 0);
+            urgent += new Set(pfns).size; // a page asked again is sent again
+            for (const p of pfns) if (!answered.has(p)) answered.set(p, step);
+          }
+          const m = src.next(step, 'bulk', 16 * 4104);
+          if (!m) break;
+          if (m.type === 'complete') complete = true;
+          if (m.type !== 'pages') continue;
+          for (let i = 0; i < m.batch.runs.length; i += 2)
+            for (let p = m.batch.runs[i]; p < m.batch.runs[i] + m.batch.runs[i + 1]; p++) {
+              assert.ok(
+                !(answered.has(p) && !pushedAt.has(p)),
+                `page ${p} pushed after its demand was answered`,
+              );
+              pushedAt.set(p, step);
+            }
+        }
+        assert.ok(complete, 'the push completes');
+        for (let p = 0; p < n; p++) assert.ok(pushedAt.has(p) || answered.has(p), `page ${p} never sent`);
+        assert.equal(src.stats.pagesSent.urgent, urgent);
+      },
+    ),
+  );
 });

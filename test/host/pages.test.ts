@@ -5,9 +5,10 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { Worker } from 'node:worker_threads';
 import fc from 'fast-check';
 import type { PageBatch } from '../../src/engine/messages.ts';
-import { GuestRam } from '../../src/guest/ram.ts';
+import { GuestRam, INSTALLING, MISSING, PRESENT } from '../../src/guest/ram.ts';
 import { fillBatch, foldSums, installBatch, pageSums, ramHashOffThread } from '../../src/host/pages.ts';
 
 const PAGE = 4096;
@@ -70,6 +71,74 @@ test('a batch installs exactly the accepted pages, whatever the order of its run
     ),
     { numRuns: 300 },
   );
+});
+
+test('claiming installs (postcopy with a fault thread): a page another thread has or is installing is left to it', () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 64 }),
+      fc.array(fc.constantFrom(MISSING, PRESENT, INSTALLING), { minLength: 64, maxLength: 64 }),
+      fc.array(fc.boolean(), { minLength: 64, maxLength: 64 }),
+      (pages, states, zeroPages) => {
+        const src = GuestRam.create(pages * PAGE, true);
+        for (let p = 0; p < pages; p++) if (!zeroPages[p]) src.page(p).fill((p % 250) + 1);
+        const batch: PageBatch = { kind: 'bulk', runs: [0, pages], pageCount: pages, zeroCount: 0 };
+        fillBatch(src, batch);
+        const dst = GuestRam.create(pages * PAGE, false);
+        dst.bytes.fill(0xee); // what another thread put (or is putting) there
+        for (let p = 0; p < pages; p++) Atomics.store(dst.presence, p, states[p]);
+        const sums = new Uint32Array(pages);
+        const installed = installBatch(dst, batch, [0, pages], sums, undefined, true);
+        const expected: number[] = [];
+        for (let p = 0; p < pages; p++) {
+          if (states[p] !== MISSING) {
+            assert.equal(Atomics.load(dst.presence, p), states[p], `page ${p} state kept`);
+            assert.ok(
+              dst.page(p).every((b) => b === 0xee),
+              `page ${p} left to the other thread`,
+            );
+            continue;
+          }
+          assert.ok(dst.isPresent(p), `page ${p} installed`);
+          assert.deepEqual(dst.page(p), src.page(p));
+          const n = expected.length;
+          if (n > 0 && expected[n - 2] + expected[n - 1] === p) expected[n - 1]++;
+          else expected.push(p, 1);
+        }
+        assert.deepEqual(installed, expected, 'the runs installed are reported');
+      },
+    ),
+    { numRuns: 200 },
+  );
+});
+
+test('a page being installed by another thread: waits end when that thread marks it present', async () => {
+  const ram = GuestRam.create(4 * PAGE, false);
+  assert.equal(ram.claim(2), true, 'missing: this thread may install it');
+  assert.equal(ram.claim(2), false, 'claimed once only');
+  assert.equal(ram.isPresent(2), false, 'not present while it is copied in');
+  assert.equal(ram.waitPresent(2, 5), false, 'a wait times out while it is being installed');
+  // another thread finishes the install 30 ms from now (as markPresent does: store, notify)
+  const finisher = () =>
+    new Worker(
+      `const { workerData: p } = require('node:worker_threads');
+       const a = new Int32Array(p);
+       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 30);
+       Atomics.store(a, 2, ${PRESENT}); Atomics.notify(a, 2);`,
+      { eval: true, workerData: ram.buffers.presence },
+    );
+  let w = finisher();
+  let t0 = performance.now();
+  assert.equal(ram.waitPresent(2, 5000), true, 'the wait ends with the page present');
+  assert.ok(performance.now() - t0 < 4000, 'woken, not timed out');
+  await w.terminate();
+  assert.equal(ram.claim(2), false, 'present: nothing to claim');
+  Atomics.store(ram.presence, 2, INSTALLING);
+  w = finisher();
+  t0 = performance.now();
+  ram.settleInstalls();
+  assert.equal(ram.isPresent(2), true, 'settled: no page is being installed any more');
+  await w.terminate();
 });
 
 test('into a new VM, zero pages are not even looked at, and every page ends as last sent', () => {
