@@ -161,28 +161,44 @@ export class FaultPath {
     string,
     { resolve: (l: ThreadLane) => void; reject: (e: Error) => void }
   >();
+  private worker!: Worker;
+  private closing = false;
   /** Where the urgent lanes into this host arrive. */
   port = 0;
   /** An urgent lane of an incoming migration arrived (announced with `expect`). */
   onLane: (lane: FaultPathLane) => void = () => {};
 
   private constructor(
-    private readonly worker: Worker,
+    private readonly options: FaultThreadOptions,
     private readonly log: (line: string) => void,
   ) {}
 
-  static start(options: FaultThreadOptions, log: (line: string) => void): Promise<FaultPath> {
-    const worker = new Worker(new URL('./fault-thread.mjs', import.meta.url), { workerData: options });
-    const path = new FaultPath(worker, log);
+  static async start(options: FaultThreadOptions, log: (line: string) => void): Promise<FaultPath> {
+    const path = new FaultPath(options, log);
+    await path.spawn();
+    return path;
+  }
+
+  /** Starts the thread; resolves once it listens. */
+  private spawn(): Promise<void> {
+    const worker = new Worker(new URL('./fault-thread.mjs', import.meta.url), { workerData: this.options });
+    this.worker = worker;
     return new Promise((resolve, reject) => {
       worker.once('error', reject);
       worker.on('message', (m: FromFaultThread) => {
-        if (m.type !== 'listening') return path.fromThread(m);
-        path.port = m.port;
+        if (m.type !== 'listening') return this.fromThread(m);
+        this.port = m.port;
         worker.off('error', reject);
-        worker.on('error', (e) => path.died(e));
-        path.holdProcess();
-        resolve(path);
+        // a crash is reported once, by 'exit' (after 'error' names it)
+        let why = 'it exited';
+        worker.on('error', (e) => {
+          why = e.message;
+        });
+        worker.on('exit', () => {
+          if (!this.closing) this.died(why);
+        });
+        this.holdProcess();
+        resolve();
       });
     });
   }
@@ -209,6 +225,7 @@ export class FaultPath {
 
   /** Opens the urgent lane of outgoing migration `id`, whose guest RAM is `ram`. */
   dial(id: string, host: string, port: number, ram: RamBuffers): Promise<FaultPathLane> {
+    if (this.closing) return Promise.reject(new Error("this host's fault thread is not running"));
     return new Promise((resolve, reject) => {
       this.dials.set(id, { resolve, reject });
       this.holdProcess();
@@ -217,6 +234,7 @@ export class FaultPath {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     await this.worker.terminate();
   }
 
@@ -266,13 +284,20 @@ export class FaultPath {
     }
   }
 
-  /** The thread died: its lanes are gone (their migrations end as a broken lane ends them). */
-  private died(e: Error): void {
-    this.log(`the fault thread died: ${e.message}`);
-    for (const lane of this.lanes.values())
-      lane.ended(new TransportError('closed', `fault thread died: ${e.message}`));
+  /**
+   * The thread died: its lanes are gone (their migrations end as a broken lane ends them),
+   * and a new thread takes the next ones (at a new port).
+   */
+  private died(why: string): void {
+    this.log(`the fault thread died (${why}); starting another`);
+    const error = new TransportError('closed', `the fault thread died: ${why}`);
+    for (const lane of this.lanes.values()) lane.ended(error);
     this.lanes.clear();
-    for (const d of this.dials.values()) d.reject(e);
+    for (const d of this.dials.values()) d.reject(error);
     this.dials.clear();
+    this.spawn().catch((e) => {
+      this.closing = true; // no further attempts: dials fail from now on
+      this.log(`could not start a new fault thread: ${(e as Error).message}`);
+    });
   }
 }

@@ -221,7 +221,18 @@ async function dial(id: string, host: string, lanePort: number, ram: RamBuffers)
   }
 }
 
-port.on('message', (c: ToFaultThread) => {
+/** Runs `work`; what it throws is logged (a bad message costs that message, not the thread). */
+function guarded(id: string, work: () => void): void {
+  try {
+    work();
+  } catch (e) {
+    post({ type: 'log', line: `${id}: ${(e as Error)?.stack ?? e}` });
+  }
+}
+
+port.on('message', (c: ToFaultThread) => guarded(c.id, () => command(c)));
+
+function command(c: ToFaultThread): void {
   switch (c.type) {
     case 'expect':
       migration(c.id);
@@ -232,7 +243,7 @@ port.on('message', (c: ToFaultThread) => {
       m.sums = new Uint32Array(c.sums);
       m.written = new Uint8Array(c.written);
       m.ports = c.vcpus;
-      for (const p of c.vcpus) p.on('message', (f: FaultReport) => fault(c.id, m, p, f));
+      for (const p of c.vcpus) p.on('message', (f: FaultReport) => guarded(c.id, () => fault(c.id, m, p, f)));
       return;
     }
     case 'dial':
@@ -270,7 +281,7 @@ port.on('message', (c: ToFaultThread) => {
       forget(c.id);
       return;
   }
-});
+}
 
 const listener = await listenLanes({
   host: options.host,

@@ -163,3 +163,29 @@ test('an urgent lane no migration expects is refused and logged; a wrong secret 
     await other.close();
   }
 });
+
+test('a fault thread that dies ends its lanes with the reason, and a new one takes the next migrations', async () => {
+  const ram = GuestRam.create(PAGES * PAGE, true);
+  const { out, into } = await connect('m3', ram);
+  let error: Error | undefined;
+  out.onClose((e) => {
+    error = e;
+  });
+  let remoteClosed = false;
+  into.onClose(() => {
+    remoteClosed = true;
+  });
+  // the thread goes away as a crashed one does
+  await (src as unknown as { worker: { terminate(): Promise<number> } }).worker.terminate();
+  await until('the lane ended', () => error !== undefined);
+  assert.match(error!.message, /fault thread died/);
+  await until('the other end closed too', () => remoteClosed);
+  assert.ok(logs.some((l) => /src: the fault thread died .*starting another/.test(l)));
+  // the next migration's lane goes through the new thread, and carries messages
+  const again = await connect('m4', ram);
+  const got: Message[] = [];
+  again.out.onMessage((m) => got.push(m));
+  again.into.send({ type: 'demand', pfns: [7] });
+  await until('a message over the new thread', () => got.length === 1);
+  again.out.close();
+});
