@@ -29,6 +29,7 @@ export async function hostCommand(opts: {
   id: string;
   secretFile?: string;
   lanesPort: number;
+  urgentPort: number;
   switch?: string;
   ramPool: number;
   laneLatency: number;
@@ -42,6 +43,7 @@ export async function hostCommand(opts: {
     host,
     port,
     lanesPort: opts.lanesPort,
+    urgentPort: opts.urgentPort,
     secret: readSecret(opts.secretFile),
     switchAddress: opts.switch,
     ramPoolMiB: opts.ramPool,

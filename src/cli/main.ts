@@ -12,6 +12,7 @@ import {
   parseCount,
   parseLatency,
   parseNumber,
+  parsePort,
   parseSeed,
   parseWhole,
 } from './option-parsers.ts';
@@ -124,7 +125,13 @@ program
   .requiredOption('--listen <addr:port>', 'control API address, e.g. 127.0.0.1:7001')
   .requiredOption('--id <name>', "this host's name")
   .option('--secret-file <file>', 'the secret shared by all hosts (hex or raw, ≥ 16 bytes)')
-  .option('--lanes-port <port>', 'TCP port for migration lanes (default: any free port)', parseCount, 0)
+  .option('--lanes-port <port>', 'TCP port for migration lanes (default: any free port)', parsePort, 0)
+  .option(
+    '--urgent-port <port>',
+    'TCP port for the urgent lanes of migrations into this host, on its fault thread (default: any free port)',
+    parsePort,
+    0,
+  )
   .option('--switch <addr:port>', "the virtual switch its VMs' clients come through (default: a port per VM)")
   .option(
     '--ram-pool <MiB>',

@@ -8,6 +8,12 @@ export function parseCount(v: string): number {
   return Number(v);
 }
 
+export function parsePort(v: string): number {
+  if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > 65535)
+    throw new InvalidArgumentError('must be a port number from 1 to 65535');
+  return Number(v);
+}
+
 /**
  * One `KEY=VALUE` app option, added to those before it. The value is read as JSON when it
  * is JSON (numbers, true/false), else taken as a string: `rateMBps=20`, `pattern=random`.

@@ -22,8 +22,9 @@ import {
 } from './transport.ts';
 
 export interface FaultThreadOptions {
-  /** Address the urgent lanes into this host arrive at. */
+  /** Address and port the urgent lanes into this host arrive at (port 0: any). */
   host: string;
+  port: number;
   secret: Uint8Array;
   /** Latency added to every message arriving on a lane (see lane-latency.ts). */
   latencyMs: number;
@@ -285,7 +286,7 @@ function command(c: ToFaultThread): void {
 
 const listener = await listenLanes({
   host: options.host,
-  port: 0,
+  port: options.port,
   secret: options.secret,
   capabilities: ALL_CAPABILITIES,
   log: (line) => post({ type: 'log', line }),

@@ -49,6 +49,8 @@ export interface HostOptions {
   port: number;
   /** Port for migration lanes (0: any). */
   lanesPort: number;
+  /** Port the urgent lanes of migrations into this host arrive at, on its fault thread (0: any). */
+  urgentPort?: number;
   secret: Uint8Array;
   /** The virtual switch ("address:port") through which clients reach this host's VMs. */
   switchAddress?: string;
@@ -156,7 +158,12 @@ export class Host {
       this.ports = link;
     }
     this.faults = await FaultPath.start(
-      { host: this.options.host, secret: this.options.secret, latencyMs: this.options.laneLatencyMs ?? 0 },
+      {
+        host: this.options.host,
+        port: this.options.urgentPort ?? 0,
+        secret: this.options.secret,
+        latencyMs: this.options.laneLatencyMs ?? 0,
+      },
       this.options.log,
     );
     this.faults.onLane = (lane) => {
@@ -192,7 +199,7 @@ export class Host {
     });
     this.port = (this.server.address() as { port: number }).port;
     this.options.log(
-      `host ${this.options.id} listening on ${this.url} (migration lanes on port ${this.lanes.port})`,
+      `host ${this.options.id} listening on ${this.url} (migration lanes on port ${this.lanes.port}, urgent lanes on ${this.faults.port})`,
     );
   }
 

@@ -39,7 +39,10 @@ test('--help for each command: exit 0 and the options', () => {
     ['demo', ['--mode', '--ram', '--json', '--workload', '--client', '--sim', '--latency']],
     ['experiment', ['<name>', '--real', '--sim', '--both', '--quick']],
     ['switch', ['--listen', '--secret-file', '--clients-host']],
-    ['host', ['--listen', '--id', '--switch', '--lane-latency', '--spare-vcpus']],
+    [
+      'host',
+      ['--listen', '--id', '--switch', '--lane-latency', '--spare-vcpus', '--lanes-port', '--urgent-port'],
+    ],
     ['lab', ['up', 'down', 'status']],
   ];
   for (const [command, options] of cases) {
@@ -70,6 +73,16 @@ test('host: a bad number of spare vCPUs is one line naming the option', () => {
     ferry('host', '--listen', '127.0.0.1:0', '--id', 'h', '--spare-vcpus', 'two'),
     /option '--spare-vcpus <n>' argument 'two' is invalid\. must be a whole number ≥ 0/,
   );
+});
+
+test('host: a port out of range is one line naming the option', () => {
+  for (const option of ['--lanes-port', '--urgent-port'])
+    assertUsageError(
+      ferry('host', '--listen', '127.0.0.1:0', '--id', 'h', option, '70000'),
+      new RegExp(
+        `option '${option} <port>' argument '70000' is invalid\\. must be a port number from 1 to 65535`,
+      ),
+    );
 });
 
 test('an unknown option is one line naming it', () => {

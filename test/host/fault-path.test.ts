@@ -3,6 +3,7 @@
 // to the vCPU, with no host loop on the way; the loops hear of each step afterwards.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:net';
 import { after, before, test } from 'node:test';
 import type { MessagePort } from 'node:worker_threads';
 import type { Message } from '../../src/engine/messages.ts';
@@ -20,7 +21,7 @@ let src: FaultPath;
 let dst: FaultPath;
 
 before(async () => {
-  const opts = { host: '127.0.0.1', secret, latencyMs: 0 };
+  const opts = { host: '127.0.0.1', port: 0, secret, latencyMs: 0 };
   [src, dst] = await Promise.all([
     FaultPath.start(opts, (l) => logs.push(`src: ${l}`)),
     FaultPath.start(opts, (l) => logs.push(`dst: ${l}`)),
@@ -155,7 +156,10 @@ test('an urgent lane no migration expects is refused and logged; a wrong secret 
     logs.some((l) => /dst: refused the urgent lane .*'nobody'/.test(l)),
   );
 
-  const other = await FaultPath.start({ host: '127.0.0.1', secret: randomBytes(32), latencyMs: 0 }, () => {});
+  const other = await FaultPath.start(
+    { host: '127.0.0.1', port: 0, secret: randomBytes(32), latencyMs: 0 },
+    () => {},
+  );
   try {
     dst.expect('m2');
     await assert.rejects(other.dial('m2', '127.0.0.1', dst.port, ram.buffers), /auth/i);
@@ -188,4 +192,19 @@ test('a fault thread that dies ends its lanes with the reason, and a new one tak
   again.into.send({ type: 'demand', pfns: [7] });
   await until('a message over the new thread', () => got.length === 1);
   again.out.close();
+});
+
+test('a fault thread listens on the port it is given (a host with --urgent-port)', async () => {
+  const free = await new Promise<number>((resolve) => {
+    const probe = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as { port: number };
+      probe.close(() => resolve(port));
+    });
+  });
+  const fixed = await FaultPath.start({ host: '127.0.0.1', port: free, secret, latencyMs: 0 }, () => {});
+  try {
+    assert.equal(fixed.port, free);
+  } finally {
+    await fixed.close();
+  }
 });
