@@ -40,29 +40,23 @@ function fakeMachine(pages: number) {
 
 const tick = () => new Promise((r) => setTimeout(r, 5));
 
-/** A source driver of `mode` over fake lanes, started, with the guest pausing. */
-async function pausing(mode: 'precopy' | 'postcopy', pages: number) {
-  const vm = fakeMachine(pages);
-  const lanes = { control: fakeLane('control'), bulk: fakeLane('bulk'), urgent: fakeLane('urgent') };
-  const l: Lanes = { control: lanes.control.conn, bulk: lanes.bulk.conn, urgent: lanes.urgent.conn };
-  // no downtime budget to meet: the pages fit any limit, so the stop comes after one pass
-  const config: MigrationConfig = { ...DEFAULT_CONFIG, mode, deviceStateBytes: 0 };
-  const driver = new SourceDriver(vm.machine, l, config);
-  driver.start();
-  for (let i = 0; i < 50 && driver.source.phase !== 'stopping'; i++) await tick();
-  assert.equal(driver.source.phase, 'stopping', 'the engine asked the guest to stop');
-  for (let i = 0; i < 50 && !vm.pausing(); i++) await tick();
-  assert.ok(vm.pausing(), 'the guest is pausing');
-  return { vm, lanes, driver };
-}
-
 for (const mode of ['precopy', 'postcopy'] as const) {
   test(`${mode}: a lane that breaks while the guest pauses leaves the guest running at the source`, async () => {
     const unhandled: unknown[] = [];
     const onUnhandled = (e: unknown) => unhandled.push(e);
     process.on('unhandledRejection', onUnhandled);
     try {
-      const { vm, lanes, driver } = await pausing(mode, 64);
+      const vm = fakeMachine(64);
+      const lanes = { control: fakeLane('control'), bulk: fakeLane('bulk'), urgent: fakeLane('urgent') };
+      const l: Lanes = { control: lanes.control.conn, bulk: lanes.bulk.conn, urgent: lanes.urgent.conn };
+      // no downtime budget to meet: 64 pages fit any limit, so the stop comes after one pass
+      const config: MigrationConfig = { ...DEFAULT_CONFIG, mode, deviceStateBytes: 0 };
+      const driver = new SourceDriver(vm.machine, l, config);
+      driver.start();
+      for (let i = 0; i < 50 && driver.source.phase !== 'stopping'; i++) await tick();
+      assert.equal(driver.source.phase, 'stopping', 'the engine asked the guest to stop');
+      for (let i = 0; i < 50 && !vm.pausing(); i++) await tick();
+      assert.ok(vm.pausing(), 'the guest is pausing');
 
       lanes.bulk.end(new Error('connection reset'));
       vm.finishPause({ pending: [] } as unknown as DeviceState);
@@ -82,7 +76,14 @@ for (const mode of ['precopy', 'postcopy'] as const) {
 
 for (const mode of ['precopy', 'postcopy'] as const) {
   test(`${mode}: once the guest has stopped, the switchover leaves at once, not a loop turn later`, async () => {
-    const { vm, lanes, driver } = await pausing(mode, 256);
+    const vm = fakeMachine(256);
+    const lanes = { control: fakeLane('control'), bulk: fakeLane('bulk'), urgent: fakeLane('urgent') };
+    const l: Lanes = { control: lanes.control.conn, bulk: lanes.bulk.conn, urgent: lanes.urgent.conn };
+    const config: MigrationConfig = { ...DEFAULT_CONFIG, mode, deviceStateBytes: 0 };
+    const driver = new SourceDriver(vm.machine, l, config);
+    driver.start();
+    for (let i = 0; i < 50 && !vm.pausing(); i++) await tick();
+    assert.ok(vm.pausing(), 'the guest is pausing');
     // the guest's pause ends while the loop has a turn of the push scheduled
     await new Promise<void>((resolve) => {
       setImmediate(() => {
