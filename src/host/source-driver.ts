@@ -202,9 +202,6 @@ export class SourceDriver {
       // with the guest; they run again wherever it resumes
       const devices = this.devices.save();
       this.source.guestStopped(now(), encodeDeviceState({ ...this.state, pending: [], devices }));
-      // the switchover goes now, not a turn of the loop later (1–2 ms here) when a turn of
-      // the pump is already scheduled: that turn then carries on with what follows
-      this.turnScheduled = false;
       this.afterEngine();
     });
   }
