@@ -141,6 +141,59 @@ test('a page being installed by another thread: waits end when that thread marks
   await w.terminate();
 });
 
+test('two threads installing the same pages at once: each page is installed once, and what the guest wrote after is never overwritten', async () => {
+  const pages = 512;
+  const src = GuestRam.create(pages * PAGE, true);
+  for (let p = 0; p < pages; p++) src.page(p).fill((p % 200) + 1);
+  // every page travels twice: in the push's order and, reversed, as demand answers
+  const batchesOf = (order: number[]) =>
+    order.map((p) => {
+      const b: PageBatch = { kind: 'bulk', runs: [p, 1], pageCount: 1, zeroCount: 0 };
+      fillBatch(src, b);
+      return { ...b, frame: undefined, data: b.data?.slice() };
+    });
+  const forward = [...Array(pages).keys()];
+  for (let round = 0; round < 3; round++) {
+    const dst = GuestRam.create(pages * PAGE, false);
+    const sums = new Uint32Array(new SharedArrayBuffer(pages * 4));
+    const other = new Worker(new URL('../support/install-worker.mjs', import.meta.url), {
+      workerData: {
+        ram: dst.buffers,
+        sums: sums.buffer,
+        batches: batchesOf([...forward].reverse()),
+        mark: 0xf1,
+      },
+    });
+    const theirs = new Promise<number[]>((resolve, reject) => {
+      other.once('message', resolve);
+      other.once('error', reject);
+    });
+    const mine: number[] = [];
+    for (const b of batchesOf(forward)) {
+      const runs = installBatch(dst, b, b.runs, sums, undefined, true);
+      for (let i = 0; i < runs.length; i += 2)
+        for (let p = runs[i]; p < runs[i] + runs[i + 1]; p++) {
+          dst.page(p)[0] = 0xf0; // the guest writes it as soon as it is here
+          mine.push(p);
+        }
+    }
+    const installedThere = await theirs;
+    await other.terminate();
+    assert.equal(mine.length + installedThere.length, pages, 'every page installed exactly once');
+    assert.equal(new Set([...mine, ...installedThere]).size, pages);
+    for (let p = 0; p < pages; p++) {
+      assert.ok(dst.isPresent(p), `page ${p} present`);
+      const expected = Buffer.from(src.page(p));
+      expected[0] = mine.includes(p) ? 0xf0 : 0xf1;
+      assert.deepEqual(
+        Buffer.from(dst.page(p)),
+        expected,
+        `page ${p}: the installer's copy, then the guest's write, nothing after`,
+      );
+    }
+  }
+});
+
 test('into a new VM, zero pages are not even looked at, and every page ends as last sent', () => {
   fc.assert(
     fc.property(
