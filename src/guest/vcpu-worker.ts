@@ -312,9 +312,10 @@ async function onMessage(m: ToVcpu): Promise<void> {
         return;
       }
       case 'faults':
-        faultPort?.close();
+        // New faults go there from now on; "page ready" comes back on it. The old port stays
+        // open for the answers still due on it (the other end closes it): which of two ports
+        // a thread hears first is not ordered, so closing it here could drop a wake-up.
         faultPort = m.port;
-        // "page ready" comes back on it
         faultPort?.on('message', (r: ToVcpu) => void onMessage(r));
         return;
       case 'pause': {

@@ -3,6 +3,7 @@
 
 import assert from 'node:assert/strict';
 import test from 'node:test';
+import { MessageChannel } from 'node:worker_threads';
 import fc from 'fast-check';
 import { PAGE_SIZE } from '../../src/engine/messages.ts';
 import { GuestMachine, leastBusy, type MachineSpec } from '../../src/guest/machine.ts';
@@ -177,4 +178,36 @@ test('a request goes to the vCPU with the fewest in hand; ties go round', () => 
       }
     }),
   );
+});
+
+test('a parked fault is still woken on its old port after the faults are routed elsewhere', async () => {
+  const m = await boot('answers');
+  try {
+    const pfn = m.spec.app.base / PAGE_SIZE;
+    m.ram.markMissing(pfn, 1);
+    const { port1, port2 } = new MessageChannel();
+    m.routeFaults([port1]);
+    const fault = new Promise<{ pfn: number; token: number }>((r) => port2.once('message', r));
+    const answer = ask(m, 'GET');
+    const f = await fault;
+    assert.equal(f.pfn, pfn);
+    assert.ok(f.token > 0, 'the task parked');
+    // the migration ends (faults go back to the host's loop) before its "page ready" came
+    m.routeFaults(null);
+    let closed = false;
+    port2.once('close', () => {
+      closed = true;
+    });
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(closed, false, 'the vCPU keeps the old port for the answers still due');
+    m.ram.markPresent(pfn, 1);
+    port2.postMessage({ type: 'ready', token: f.token });
+    const timeout = new Promise((_, reject) =>
+      setTimeout(() => reject(new Error('the parked request was never woken')), 3000).unref(),
+    );
+    assert.equal(await Promise.race([answer, timeout]), ':0\r\n');
+    port2.close();
+  } finally {
+    await m.stop();
+  }
 });
