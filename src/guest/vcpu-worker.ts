@@ -303,10 +303,11 @@ async function onMessage(m: ToVcpu): Promise<void> {
         return;
       case 'ready': {
         const since = parkedAt.get(m.token);
-        if (since !== undefined) {
-          stats.parkedMs += performance.now() - since;
-          parkedAt.delete(m.token);
-        }
+        // a late "page ready" for a task a pause has since handed back (it came on the
+        // fault thread's port, unordered with the pause): that request runs elsewhere now
+        if (since === undefined) return;
+        stats.parkedMs += performance.now() - since;
+        parkedAt.delete(m.token);
         kernel.ready(m.token);
         drain();
         return;

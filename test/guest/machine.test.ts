@@ -211,3 +211,21 @@ test('a parked fault is still woken on its old port after the faults are routed 
     await m.stop();
   }
 });
+
+test('a late "page ready" for a task the vCPU no longer holds is ignored', async () => {
+  const m = await boot('answers');
+  const errors: string[] = [];
+  m.onError = (e) => errors.push(e);
+  try {
+    const { port1, port2 } = new MessageChannel();
+    m.routeFaults([port1]);
+    port2.postMessage({ type: 'ready', token: 12345 });
+    assert.equal(await ask(m, 'SET', '5'), '+OK\r\n');
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(errors, [], 'no vCPU error');
+    assert.equal(await ask(m, 'GET'), ':5\r\n');
+    port2.close();
+  } finally {
+    await m.stop();
+  }
+});
