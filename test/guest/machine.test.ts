@@ -25,6 +25,18 @@ async function boot(kind: string, vcpus = 1): Promise<GuestMachine> {
   return GuestMachine.boot(spec, GuestRam.create(ramBytes, true), { cooperative: true });
 }
 
+/** Boots a machine of `kind`, runs `body` with it and the vCPU errors it reports, then stops it. */
+async function withMachine(kind: string, body: (m: GuestMachine, errors: string[]) => Promise<void>) {
+  const m = await boot(kind);
+  const errors: string[] = [];
+  m.onError = (e) => errors.push(e);
+  try {
+    await body(m, errors);
+  } finally {
+    await m.stop();
+  }
+}
+
 const ask = async (m: GuestMachine, ...args: string[]) =>
   new TextDecoder().decode(await m.execute(args.map((a) => new TextEncoder().encode(a))));
 
@@ -41,20 +53,14 @@ test('a handler that throws is answered with the app error, its writes rolled ba
   }
 });
 
-test('without the hook, a throwing handler is reported as a vCPU error', async () => {
-  const m = await boot('silent');
-  const errors: string[] = [];
-  m.onError = (e) => errors.push(e);
-  try {
+test('without the hook, a throwing handler is reported as a vCPU error', () =>
+  withMachine('silent', async (m, errors) => {
     assert.equal(await ask(m, 'SET', '7'), '+OK\r\n');
     void ask(m, 'BOOM', '99').catch(() => {});
     for (let i = 0; i < 200 && errors.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
     assert.equal(errors.length, 1);
     assert.match(errors[0], /boom/);
-  } finally {
-    await m.stop();
-  }
-});
+  }));
 
 test('a request handed in while the guest pauses is refused, not left in a vCPU to run later', async () => {
   const m = await boot('answers', 2);
@@ -212,11 +218,8 @@ test('a parked fault is still woken on its old port after the faults are routed 
   }
 });
 
-test('a late "page ready" for a task the vCPU no longer holds is ignored', async () => {
-  const m = await boot('answers');
-  const errors: string[] = [];
-  m.onError = (e) => errors.push(e);
-  try {
+test('a late "page ready" for a task the vCPU no longer holds is ignored', () =>
+  withMachine('answers', async (m, errors) => {
     const { port1, port2 } = new MessageChannel();
     m.routeFaults([port1]);
     port2.postMessage({ type: 'ready', token: 12345 });
@@ -225,7 +228,4 @@ test('a late "page ready" for a task the vCPU no longer holds is ignored', async
     assert.deepEqual(errors, [], 'no vCPU error');
     assert.equal(await ask(m, 'GET'), ':5\r\n');
     port2.close();
-  } finally {
-    await m.stop();
-  }
-});
+  }));
