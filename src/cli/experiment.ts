@@ -56,6 +56,8 @@ export async function experimentCommand(name: string, opts: ExperimentOptions): 
       errors: number;
       connectionsLost: number;
       dip: Dip;
+      requestTimes: TrialResult['requestTimes'];
+      downlinkQueueUs?: number;
     }[];
     sim?: Report;
     agreement?: ReturnType<typeof agreement>;
@@ -77,6 +79,8 @@ export async function experimentCommand(name: string, opts: ExperimentOptions): 
       errors: t.clients.errors,
       connectionsLost: t.clients.connectionsLost,
       dip: t.dip,
+      requestTimes: t.requestTimes,
+      downlinkQueueUs: t.downlinkQueueUs,
     }));
     console.log(`\nMeasured:\n${compareVariants(out.real)}`);
     console.log(dipTable(trials));
@@ -85,7 +89,7 @@ export async function experimentCommand(name: string, opts: ExperimentOptions): 
     const measured = measuredRuns(trials);
     if (measured.size) out.measured = Object.fromEntries(measured);
     console.log(
-      `\nSimulating the same configuration${measured.size ? ' (memory in use, server speed, set-up time, demand latency, fault wake-up, host contention and busy share, uplink queue as measured)' : ''}…`,
+      `\nSimulating the same configuration${measured.size ? ' (memory in use, server speed, set-up time, demand latency, fault wake-up and CPU, host contention and busy share, uplink and downlink queues as measured)' : ''}…`,
     );
     out.sim = await simulateVariants(paperScenarios(config, measured, out.link), { seed: 1 });
     out.sim.scenario = 'paper (sim)';

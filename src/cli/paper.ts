@@ -87,6 +87,8 @@ export interface Measured {
   baselineOpsPerSec: number;
   /** The guest's CPU per request before the migration (ms; 0: not measured). */
   cpuMsPerRequest: number;
+  /** Before the migration, the vCPU threads' wait for a core ÷ their time on one. */
+  baselineContention: number;
   /** Pages in use (not zero) when the migration began. */
   usedPages: number;
   /** From the request to the first page: the destination boots, the lanes connect. */
@@ -116,6 +118,17 @@ export interface Measured {
    * async fault, less the mean latency.
    */
   faultWakeUs: number;
+  /**
+   * What an async fault cost the guest's vCPUs on a host core beyond its request's work (µs):
+   * their time on a core over a cooperative postcopy less the requests' CPU at the
+   * baseline's rate per request, per fault (0: no async faults).
+   */
+  asyncFaultCpuUs: number;
+  /**
+   * What the destination's downlink held queued while the pages came in, mean µs (0: not
+   * measured): the clients' requests to the VM there waited it out.
+   */
+  downlinkQueueUs?: number;
 }
 
 /** Mean of a latency histogram ([upper bound, count] per power-of-two bucket), at ¾ of each bound. */
@@ -150,6 +163,14 @@ function faultWakeUs(m: TrialResult['migration']): number {
   return waitUs > 0 ? Math.max(0, waitUs - meanLatencyUs(m)) : 0;
 }
 
+/** The vCPUs' time on a core per async fault beyond what the postcopy's requests took (µs). */
+function asyncFaultCpuUs(t: TrialResult, cpuMsPerRequest: number): number {
+  const m = t.migration;
+  if (m.mode !== 'postcopy' || !m.cooperative || m.asyncFaults === 0) return 0;
+  const requestsMs = postcopyRequests(t.report, m) * cpuMsPerRequest;
+  return (Math.max(0, m.vcpuRunMs - requestsMs) * 1000) / (m.asyncFaults + m.syncFaults);
+}
+
 /** The destination's main thread's time on a core over the postcopy, as a share of it. */
 function hostBusy(m: TrialResult['migration']): number {
   if (m.mode !== 'postcopy' || m.switchoverMs < 0) return 0;
@@ -174,11 +195,13 @@ export function measuredRuns(trials: TrialResult[]): Map<string, Measured> {
   return new Map(
     trials.map((t) => {
       const m = t.migration;
+      const cpuMsPerRequest = t.memory.requests > 0 ? t.memory.vcpuRunMs / t.memory.requests : 0;
       return [
         m.variant,
         {
           baselineOpsPerSec: t.dip.baselineOpsPerSec,
-          cpuMsPerRequest: t.memory.requests > 0 ? t.memory.vcpuRunMs / t.memory.requests : 0,
+          cpuMsPerRequest,
+          baselineContention: t.memory.vcpuRunMs > 0 ? (t.memory.vcpuWaitMs ?? 0) / t.memory.vcpuRunMs : 0,
           usedPages: t.memory.pages - t.memory.zeroPages,
           setupMs: m.setupMs,
           faultLatencyUs: meanLatencyUs(m),
@@ -191,6 +214,8 @@ export function measuredRuns(trials: TrialResult[]): Map<string, Measured> {
               : (contention.get(t.workload.kind) ?? 0),
           hostBusy: hostBusy(m),
           faultWakeUs: faultWakeUs(m),
+          asyncFaultCpuUs: asyncFaultCpuUs(t, cpuMsPerRequest),
+          downlinkQueueUs: t.downlinkQueueUs ?? 0,
         },
       ];
     }),
@@ -226,7 +251,8 @@ export function clientLoop(connections: number, m: Measured | undefined): { cpuM
   const rate = m?.baselineOpsPerSec ?? 0;
   if (!(rate > 0)) return { cpuMs: 0.1, pathMs: 0 };
   const saturated = 1000 / rate;
-  const measured = m?.cpuMsPerRequest ?? 0;
+  // the vCPU's time per request on a core, and its wait for one (the host is shared)
+  const measured = (m?.cpuMsPerRequest ?? 0) * (1 + (m?.baselineContention ?? 0));
   const cpuMs = measured > 0 ? Math.min(measured, saturated) : saturated;
   if (closedLoopRate(connections, cpuMs, 0) <= rate) return { cpuMs, pathMs: 0 };
   // the rate falls as the path grows: bisect
@@ -272,12 +298,12 @@ export interface CalibrationRun {
  * keeps in its sender's buffer, or on loopback links far faster than the line rate (the
  * migration then carries its own cap, and fills no link the clients use).
  */
-function twinHosts(config: PaperConfig, loopback: boolean, uplinkQueueUs = 0) {
+function twinHosts(config: PaperConfig, loopback: boolean, uplinkQueueUs = 0, downlinkQueueUs = 0) {
   const nicMbps = loopback ? 100 * config.linkMbps : config.linkMbps;
   const host = { nicMbps, latencyUs: LAB_LATENCY_US, uplinkQueueUs: loopback ? 0 : uplinkQueueUs };
   return [
     { name: 'a', ...host },
-    { name: 'b', ...host },
+    { name: 'b', ...host, downlinkQueueUs: loopback ? 0 : downlinkQueueUs },
   ];
 }
 
@@ -397,7 +423,7 @@ export function paperScenarios(
         durationS: 600,
         settleS: config.afterMs / 1000,
         ...(efficiency && !loopback ? { network: { efficiency } } : {}),
-        hosts: twinHosts(config, !!loopback, link.uplinkQueueUs),
+        hosts: twinHosts(config, !!loopback, link.uplinkQueueUs, m?.downlinkQueueUs),
         vms: [
           {
             name: `${a.app}`,
@@ -405,9 +431,17 @@ export function paperScenarios(
             ramMiB: config.ramMiB,
             usedMiB: Math.max(1, (m?.usedPages ?? footprintPages(config, a.app)) / 256),
             vcpus: config.vcpus,
-            hostContention: m?.hostContention ?? 0,
+            // the twin's guest already runs at the speed the host left it before the
+            // migration (its CPU per request and the path fitted to the rate): the
+            // migration slows it by how much more its vCPUs waited for a core
+            hostContention: m
+              ? Math.max(0, (1 + m.hostContention) / (1 + (m.baselineContention ?? 0)) - 1)
+              : 0,
             hostBusy: m?.hostBusy ?? 0,
             faultWakeUs: m?.faultWakeUs ?? 0,
+            ...(m?.asyncFaultCpuUs
+              ? { asyncFaultCpuUs: m.asyncFaultCpuUs * (1 + (m.baselineContention ?? 0)) }
+              : {}),
             workload,
             dirty: { rateMBps: 0, hotSetMiB: 1 },
           },

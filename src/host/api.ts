@@ -19,8 +19,11 @@ export interface VmInfo {
    * kv: `keys`); absent while the app's header page has not arrived here.
    */
   appStats?: Record<string, number>;
-  /** Client connections open now, and requests answered since the VM was created (on any host). */
-  clients?: { connections: number; served: number };
+  /**
+   * Client connections open now; requests answered since the VM was created (on any host)
+   * and their time in the guest, handed to it until answered (ms).
+   */
+  clients?: { connections: number; served: number; servedMs: number };
 }
 
 /** What a VM's memory holds, how fast its guest writes it and how busy it is (outside migrations). */
@@ -33,6 +36,12 @@ export interface MemoryProfile {
   sampleMs: number;
   /** The vCPU threads' time on a host core during the sample, all vCPUs together. */
   vcpuRunMs: number;
+  /** The vCPU threads' time runnable but waiting for a host core during the sample. */
+  vcpuWaitMs: number;
+  /** The host's main thread (it carries the VM's connections) on a core during the sample. */
+  hostRunMs: number;
+  /** The host's main thread runnable but waiting for a core during the sample. */
+  hostWaitMs: number;
   /** Requests the guest's tasks completed during the sample. */
   requests: number;
 }

@@ -266,7 +266,7 @@ export class Host {
       state: vm.state,
       endpoint: vm.address,
       appStats: appStatsOf(vm),
-      clients: { connections: vm.nic.connections, served: vm.nic.served },
+      clients: { connections: vm.nic.connections, served: vm.nic.served, servedMs: vm.nic.servedMs },
     }));
   }
 
@@ -362,7 +362,9 @@ export class Host {
     const before = await machine.collectStats();
     ram.syncDirty(dirty);
     dirty.clear();
+    const hostBase = threadTime();
     await new Promise((r) => setTimeout(r, sampleMs));
+    const host = threadTimeSince(hostBase);
     ram.syncDirty(dirty);
     const after = await machine.collectStats();
     return {
@@ -371,6 +373,9 @@ export class Host {
       dirtyPages: dirty.size,
       sampleMs,
       vcpuRunMs: Math.max(0, after.runMs - before.runMs),
+      vcpuWaitMs: Math.max(0, after.waitMs - before.waitMs),
+      hostRunMs: host.runMs,
+      hostWaitMs: host.waitMs,
       requests: Math.max(0, after.ops - before.ops),
     };
   }
@@ -580,7 +585,7 @@ export class Host {
       hostWaitMs: d?.hostWaitMs ?? 0,
       faultLatencyUs: d?.faultLatencyUs ?? { p50: 0, p90: 0, p99: 0, max: 0, mean: 0 },
       faultLatencyHistogram: d?.faultLatencyHistogram ?? [],
-      postcopyMs: 0,
+      postcopyMs: r.postcopyAt >= 0 ? r.endedAt - r.postcopyAt : 0,
       missingPages: [],
       integrity: { checked, ok },
     };

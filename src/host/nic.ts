@@ -20,6 +20,8 @@ export interface Wire {
 export interface NicState {
   /** Requests answered so far, wherever the VM ran (a counter that moves with it). */
   served: number;
+  /** Their time in the guest, from handed to it to answered, ms (moves with it too). */
+  servedMs?: number;
   conns: {
     id: number;
     unparsed: string;
@@ -47,6 +49,11 @@ export class VmNic {
   private readonly conns = new Map<number, Conn>();
   /** Requests answered, wherever the VM ran: it moves with the device state. */
   served = 0;
+  /**
+   * Their time in the guest (handed to it until answered, ms): what is left of the clients'
+   * cycle is their way outside it (client, switch, host threads, links).
+   */
+  servedMs = 0;
 
   constructor(
     private readonly protocol: WireProtocol,
@@ -96,12 +103,14 @@ export class VmNic {
     if (!m?.running) return;
     c.busy = true;
     const req = c.queue[0];
+    const since = performance.now();
     m.execute(req.args).then(
       (reply) => {
         c.busy = false;
         if (this.conns.get(c.id) !== c) return;
         c.queue.shift();
         this.served++;
+        this.servedMs += performance.now() - since;
         c.wire.write(reply);
         if (req.close) this.drop(c);
         else this.next(c);
@@ -122,6 +131,7 @@ export class VmNic {
   save(): NicState {
     return {
       served: this.served,
+      servedMs: this.servedMs,
       conns: [...this.conns.values()].map((c) => ({
         id: c.id,
         unparsed: b64(c.framer.pending()),
@@ -135,6 +145,7 @@ export class VmNic {
   /** Takes over connections saved by the device the guest left (`wire` reaches each client). */
   restore(state: NicState, wire: (id: number) => Wire): void {
     this.served = state.served;
+    this.servedMs = state.servedMs ?? 0;
     for (const s of state.conns) {
       const framer = this.protocol.framer();
       const rest = unb64(s.unparsed);

@@ -36,6 +36,8 @@ export interface SourceResult {
   reason: string;
   /** When the guest was asked to stop here (ms, this host's clock); -1 if it never was. */
   stoppedAt: number;
+  /** When the postcopy began (the switchover left with pages still here); -1 if it never did. */
+  postcopyAt: number;
   startedAt: number;
   endedAt: number;
 }
@@ -56,7 +58,7 @@ export class SourceDriver {
   private pauseRequestedAt = -1;
   private state: DeviceState | undefined;
   private finished = false;
-  private result: Partial<SourceResult> = { stoppedAt: -1 };
+  private result: Partial<SourceResult> = { stoppedAt: -1, postcopyAt: -1 };
   private resolveDone!: (r: SourceResult) => void;
   readonly done: Promise<SourceResult>;
   /** The RAM's checksum at the stop, once computed (compare with the destination's). */
@@ -164,6 +166,7 @@ export class SourceDriver {
           this.finish(e.outcome, e.reason);
           break;
         case 'postcopy-started':
+          this.result.postcopyAt = now();
           this.serveOnThread();
           break;
       }

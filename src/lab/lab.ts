@@ -37,6 +37,7 @@ import {
   stopPids,
 } from './lab-processes.ts';
 import { ensureSecret, type LabState, readState, saveState, statePath } from './lab-state.ts';
+import type { ShapedLink } from './loopback.ts';
 import {
   addAddress,
   addBridge,
@@ -586,6 +587,8 @@ export interface Lab {
   /** The secret as hex, as the hosts' API expects it in `x-ferry-secret`. */
   secretHex: string;
   state: LabState;
+  /** Each host's downlink: the bridge's end of its veth, shaped on its way to the host. */
+  downlinks: Record<string, ShapedLink>;
   /** Takes the lab down (idempotent). */
   down(): Promise<void>;
 }
@@ -601,6 +604,9 @@ export async function startLab(options: LabOptions = {}): Promise<Lab> {
     secretFile: state.secretFile,
     secretHex: readFileSync(state.secretFile, 'utf8').trim(),
     state,
+    downlinks: Object.fromEntries(
+      state.hosts.map((h) => [h.name, { dev: h.veth, netns: null, mbps: state.mbps }]),
+    ),
     down: () => {
       downed ??= down({ ...options, dir: state.dir }).then(() => undefined);
       return downed;

@@ -21,7 +21,19 @@ export interface Cluster {
   secretFile: string;
   /** Where the processes write their logs. */
   dir: string;
+  /**
+   * Where links are shaped: by host name, the device whose queue holds what comes in to the
+   * host (its downlink) and the link's rate.
+   */
+  downlinks?: Record<string, ShapedLink>;
   down(): Promise<void>;
+}
+
+export interface ShapedLink {
+  dev: string;
+  /** Network namespace of the device (null: the root namespace). */
+  netns: string | null;
+  mbps: number;
 }
 
 export interface LoopbackOptions {

@@ -21,6 +21,7 @@ import type { Report, WorkloadReport } from '../report/schema.ts';
 import { aroundSwitchover, BIN_MS, recoveryMs, round3 } from '../report/throughput.ts';
 import { type ClientKind, type ClientResult, pickClient, startClient } from './clients.ts';
 import type { Cluster } from './loopback.ts';
+import { QueueProbe } from './queue-probe.ts';
 
 export interface TrialOptions {
   cluster: Cluster;
@@ -57,6 +58,17 @@ export interface TrialProgress {
   migration?: MigrationProgressInfo;
 }
 
+/**
+ * The clients' requests over a stretch of the run: how many, each connection's cycle from
+ * one request to its next (connections × stretch ÷ requests), and how much of it the
+ * request spent in the guest (the rest is its way outside: client, switch, hosts, links).
+ */
+export interface RequestTimes {
+  requests: number;
+  cycleMs: number;
+  guestMs: number;
+}
+
 /** How the workload fared around the switchover. */
 export interface Dip {
   baselineOpsPerSec: number;
@@ -79,6 +91,15 @@ export interface TrialResult {
   dip: Dip;
   /** The VM's memory when its migration began: zero pages, and what the guest wrote over a second. */
   memory: MemoryProfile;
+  /** The clients' requests over the memory profile's second, and over the postcopy (if any). */
+  requestTimes: { baseline: RequestTimes; postcopy: RequestTimes | null };
+  /**
+   * On shaped links, the mean of what the destination's downlink held queued over the
+   * postcopy (µs at the link's rate): what each request to the VM waited there.
+   */
+  downlinkQueueUs?: number;
+  /** Why the downlink's queue could not be sampled, if it could not. */
+  probeError?: string;
 }
 
 /** Key `i` as redis-benchmark names it (`key:__rand_int__` with `-r`). */
@@ -154,12 +175,17 @@ export async function runTrial(o: TrialOptions): Promise<TrialResult> {
     const tick = (stage: TrialStage, migration?: MigrationProgressInfo) =>
       progress({ stage, elapsedMs: now() - t0, opsPerSec: sampler.recentRate(), migration });
     let stopped: ClientResult | undefined;
+    let probe: QueueProbe | undefined;
     try {
       // the last second of the warm-up samples what the guest writes
       for (const end = t0 + o.warmupMs - PROFILE_MS; now() < end; await sleep(200)) tick('warming up');
+      const profiledAt = now();
       const sampling = api<MemoryProfile>(src.url, 'GET', `/v1/vms/${name}/memory?sampleMs=${PROFILE_MS}`);
       for (const end = now() + PROFILE_MS; now() < end; await sleep(200)) tick('warming up');
       const memory = await sampling;
+      // where links are shaped, what waits in the destination's downlink
+      const shaped = o.cluster.downlinks?.[dst.name];
+      probe = shaped ? new QueueProbe({ dev: shaped.dev, netns: shaped.netns }) : undefined;
       const startedAt = now();
       const started = await api<MigrationInfo>(src.url, 'POST', '/v1/migrations', {
         vm: name,
@@ -177,6 +203,7 @@ export async function runTrial(o: TrialOptions): Promise<TrialResult> {
         info = await api<MigrationInfo>(src.url, 'GET', `/v1/migrations/${started.id}`);
       }
       tick('migrating', info.progress);
+      await probe?.stop();
       for (const end = now() + o.afterMs; now() < end; await sleep(200)) tick('after');
       stopped = await client.stop();
       const endMs = now() - t0;
@@ -217,6 +244,18 @@ export async function runTrial(o: TrialOptions): Promise<TrialResult> {
         vcpu: [],
       };
       const clients = { ...stopped, ...(picked.note ? { note: picked.note } : {}) };
+      // the postcopy: from the guest's resume to the last page
+      const resumed = startedAt + m.switchoverMs + m.downtimeMs;
+      const ended = startedAt + m.totalTimeMs;
+      const postcopy =
+        m.switchoverMs >= 0 && m.postcopyMs > 0 && ended > resumed
+          ? sampler.requestTimes(resumed, ended, o.connections)
+          : null;
+      const requestTimes = {
+        baseline: sampler.requestTimes(profiledAt, profiledAt + PROFILE_MS, o.connections),
+        postcopy,
+      };
+      const queuedBytes = postcopy && shaped ? probe?.meanBacklog(resumed, ended) : undefined;
       return {
         report: {
           scenario: `${o.app} ${o.ramMiB} MiB`,
@@ -232,8 +271,14 @@ export async function runTrial(o: TrialOptions): Promise<TrialResult> {
         clients,
         dip,
         memory,
+        requestTimes,
+        ...(queuedBytes !== undefined && shaped
+          ? { downlinkQueueUs: round3((queuedBytes * 8) / shaped.mbps) }
+          : {}),
+        ...(probe?.error ? { probeError: probe.error } : {}),
       };
     } finally {
+      await probe?.stop();
       if (!stopped) await client.stop().catch(() => undefined);
       await sampler.stop();
     }
@@ -249,7 +294,8 @@ export async function runTrial(o: TrialOptions): Promise<TrialResult> {
  * requests per 100 ms bin.
  */
 class ServedSampler {
-  private samples: [number, number][] = [];
+  /** [when, requests answered, their time in the guest (ms)] */
+  private samples: [number, number, number][] = [];
   private running = false;
   private loop: Promise<void> | undefined;
 
@@ -280,13 +326,16 @@ class ServedSampler {
     const seen = await Promise.all(
       this.hosts.map((h) =>
         (this.get(h, '/v1/vms') as Promise<VmInfo[]>).then(
-          (vms) => vms.find((v) => v.name === this.vm)?.clients?.served ?? 0,
-          () => 0,
+          (vms) => vms.find((v) => v.name === this.vm)?.clients ?? { served: 0, servedMs: 0 },
+          () => ({ served: 0, servedMs: 0 }),
         ),
       ),
     );
-    const last = this.samples.at(-1)?.[1] ?? 0;
-    this.samples.push([now(), Math.max(last, ...seen)]);
+    // the host that has answered the most runs the VM (or ran it last)
+    const best = seen.reduce((a, b) => (b.served > a.served ? b : a), { served: 0, servedMs: 0 });
+    const last = this.samples.at(-1);
+    if (last && last[1] >= best.served) this.samples.push([now(), last[1], last[2]]);
+    else this.samples.push([now(), best.served, best.servedMs]);
   }
 
   /** Requests answered per second over the last second. */
@@ -298,22 +347,38 @@ class ServedSampler {
     return end[0] > from[0] ? ((end[1] - from[1]) * 1000) / (end[0] - from[0]) : 0;
   }
 
+  /** Counter `k` (1: requests, 2: their time in the guest) at time `t`, interpolated between samples. */
+  private at(t: number, k: 1 | 2): number {
+    const s = this.samples;
+    if (s.length === 0) return 0;
+    if (t <= s[0][0]) return s[0][k];
+    for (let i = 1; i < s.length; i++)
+      if (s[i][0] >= t) {
+        const ta = s[i - 1][0];
+        const tb = s[i][0];
+        const a = s[i - 1][k];
+        const b = s[i][k];
+        return tb > ta ? a + ((b - a) * (t - ta)) / (tb - ta) : b;
+      }
+    return s[s.length - 1][k];
+  }
+
   /** Requests per 100 ms bin over [t0, t0 + endMs), the counter interpolated at bin edges. */
   opsPerBin(t0: number, endMs: number): number[] {
-    const at = (t: number): number => {
-      const s = this.samples;
-      if (s.length === 0) return 0;
-      if (t <= s[0][0]) return s[0][1];
-      for (let i = 1; i < s.length; i++)
-        if (s[i][0] >= t) {
-          const [ta, a] = s[i - 1];
-          const [tb, b] = s[i];
-          return tb > ta ? a + ((b - a) * (t - ta)) / (tb - ta) : b;
-        }
-      return s[s.length - 1][1];
-    };
     const bins: number[] = [];
-    for (let t = 0; t + BIN_MS <= endMs; t += BIN_MS) bins.push(at(t0 + t + BIN_MS) - at(t0 + t));
+    for (let t = 0; t + BIN_MS <= endMs; t += BIN_MS)
+      bins.push(this.at(t0 + t + BIN_MS, 1) - this.at(t0 + t, 1));
     return bins;
+  }
+
+  /** The clients' requests over [from, to) (absolute ms) and their mean time in the guest. */
+  requestTimes(from: number, to: number, connections: number): RequestTimes {
+    const requests = this.at(to, 1) - this.at(from, 1);
+    const guestMs = this.at(to, 2) - this.at(from, 2);
+    return {
+      requests: Math.round(requests),
+      cycleMs: requests > 0 ? round3(((to - from) * connections) / requests) : 0,
+      guestMs: requests > 0 ? round3(guestMs / requests) : 0,
+    };
   }
 }

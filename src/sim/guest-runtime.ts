@@ -24,7 +24,11 @@ export interface RuntimeCosts {
   sliceMs: number;
   /** Guest context switch, ms. */
   contextSwitchMs: number;
-  /** Host work per async fault (not-present and ready injections), ms of vCPU time. */
+  /**
+   * What an async fault costs its vCPU beyond the request's own work, ms of vCPU time: the
+   * exit to the host, its not-present and ready injections. Slowed by `cpuFactor` like the
+   * rest of the guest's work. (A blocking fault's wake-up is the VM's `faultWakeUs`.)
+   */
   asyncFaultMs: number;
 }
 
@@ -64,17 +68,24 @@ export class GuestRuntime {
   private readonly sliceStart: number[];
   private readonly vstate: VState[];
   private readonly vsince: number[];
-  private readonly requests: { client: number; at: number }[] = [];
+  /** Requests that arrived and wait for a server task. */
+  private readonly queued: { client: number; at: number }[] = [];
   private readonly sleepingServers: number[] = [];
   /** One callback per client and per loop task, made once: events reuse them. */
   private readonly senders: (() => void)[] = [];
   private readonly resumers: (() => void)[] = [];
   private readonly thinkers: (() => void)[] = [];
+  private readonly arrivals: (() => void)[] = [];
   /**
    * Carries a reply of `bytes` to client `client` and calls `delivered` when it got there
    * (the world sends it out of the VM's current host); unset, replies arrive at once.
    */
   replies: ((client: number, bytes: number, delivered: () => void) => void) | null = null;
+  /**
+   * Carries a request of client `client` into the VM's current host and calls `arrived`
+   * when it got there; unset, requests arrive once they have crossed the path.
+   */
+  requests: ((client: number, arrived: () => void) => void) | null = null;
   private readonly waiters = new Map<number, { vcpu: number; token: number }[]>();
   private port: PagePort | null = null;
   private paused = false;
@@ -128,6 +139,7 @@ export class GuestRuntime {
     const connections = model.clients?.connections ?? 0;
     for (let c = 0; c < connections; c++) {
       this.senders.push(() => this.send(c));
+      this.arrivals.push(() => this.arrive(c));
       this.thinkers.push(() => this.think(c));
     }
   }
@@ -244,13 +256,19 @@ export class GuestRuntime {
 
   private send(client: number): void {
     if (this.stopped) return;
-    this.requests.push({ client, at: this.queue.now });
+    if (this.requests) this.requests(client, this.arrivals[client]);
+    else this.arrive(client);
+  }
+
+  private arrive(client: number): void {
+    if (this.stopped) return;
+    this.queued.push({ client, at: this.queue.now });
     this.dispatch();
   }
 
   /** Hands queued requests to sleeping server tasks, idle vCPUs first. */
   private dispatch(): void {
-    while (this.requests.length > 0 && this.sleepingServers.length > 0) {
+    while (this.queued.length > 0 && this.sleepingServers.length > 0) {
       let pick = this.sleepingServers.length - 1;
       for (let i = 0; i < this.sleepingServers.length; i++) {
         const v = this.kernel.vcpuOf(this.sleepingServers[i]);
@@ -260,7 +278,7 @@ export class GuestRuntime {
         }
       }
       const t = this.sleepingServers.splice(pick, 1)[0];
-      const r = this.requests.shift()!;
+      const r = this.queued.shift()!;
       this.beginOp(t, r.at, r.client);
       const kick = this.kernel.wake(t);
       if (kick >= 0) this.run(kick);
@@ -301,7 +319,7 @@ export class GuestRuntime {
         if (replyBytes > 0 && this.replies) this.replies(task.client, replyBytes, this.thinkers[task.client]);
         else this.think(task.client);
       }
-      const r = this.requests.shift();
+      const r = this.queued.shift();
       if (r) {
         this.beginOp(t, r.at, r.client);
         return;
@@ -427,7 +445,7 @@ export class GuestRuntime {
     }
     // the parked handler lets the app lock go (it runs again once the page is here)
     if (this.lockHolder === t) this.releaseLock();
-    this.run(v, this.costs.asyncFaultMs);
+    this.run(v, this.costs.asyncFaultMs * this.cpuFactor);
   }
 
   private needsLock(t: number): boolean {

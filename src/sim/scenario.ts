@@ -43,6 +43,12 @@ const Host = z.strictObject({
    * the replies themselves) wait this long beyond the wire (0: no standing queue).
    */
   uplinkQueueUs: nonNegative('uplink queue').default(0),
+  /**
+   * What stays queued in the buffer of this host's downlink while flows coming in fill it,
+   * µs: client requests to its VMs arriving meanwhile (a migration's pages coming in) wait
+   * this long beyond the wire (0: no standing queue).
+   */
+  downlinkQueueUs: nonNegative('downlink queue').default(0),
   switch: name.optional(),
   /** This host's own duplex interference (its NIC and driver); the network's when absent. */
   duplexInterference: z.number().min(0).lt(1).optional(),
@@ -181,6 +187,11 @@ const Vm = z
      * (async fault) running again: the install and the wake-up, µs (0: at once).
      */
     faultWakeUs: z.number().min(0, 'fault wake-up time must be ≥ 0').default(0),
+    /**
+     * Guest CPU an async fault costs its vCPU beyond the request's own work (the exit to the
+     * host, the not-present and ready injections), µs at the VM's usual speed.
+     */
+    asyncFaultCpuUs: z.number().min(0, 'async fault CPU time must be ≥ 0').default(10),
     dirty: Dirty,
     access: Access,
     /** What the guest runs (the whole run long); without one, only `access` touches pages. */

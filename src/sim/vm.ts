@@ -4,7 +4,7 @@
 import { PageSet } from '../engine/page-set.ts';
 import type { EventQueue } from './event-queue.ts';
 import { SimDirtyLog, SimGuestMemory } from './guest-memory.ts';
-import { GuestRuntime } from './guest-runtime.ts';
+import { DEFAULT_COSTS, GuestRuntime } from './guest-runtime.ts';
 import type { Rng } from './rng.ts';
 import type { VmSpec } from './scenario.ts';
 import {
@@ -65,8 +65,14 @@ export class SimVm {
     if (model) {
       const written = new PageSet(this.memory.pageCount);
       this.dirty.extra = written;
-      this.runtime = new GuestRuntime(model, spec.vcpus, spec.asyncFaultLimit, queue, rng.fork(3), (pfn) =>
-        written.add(pfn),
+      this.runtime = new GuestRuntime(
+        model,
+        spec.vcpus,
+        spec.asyncFaultLimit,
+        queue,
+        rng.fork(3),
+        (pfn) => written.add(pfn),
+        { ...DEFAULT_COSTS, asyncFaultMs: spec.asyncFaultCpuUs / 1000 },
       );
       this.runtime.wakeDelayMs = spec.faultWakeUs / 1000;
     }

@@ -34,6 +34,8 @@ interface HostNode {
   latencyMs: number;
   /** The uplink's standing queue while saturated, ms. */
   uplinkQueueMs: number;
+  /** The downlink's standing queue while saturated, ms. */
+  downlinkQueueMs: number;
 }
 
 interface Edge {
@@ -92,6 +94,7 @@ export class World {
         switch: h.switch ?? DEFAULT_SWITCH,
         latencyMs: h.latencyUs / 1000,
         uplinkQueueMs: h.uplinkQueueUs / 1000,
+        downlinkQueueMs: h.downlinkQueueUs / 1000,
       });
     }
   }
@@ -156,6 +159,19 @@ export class World {
     };
   }
 
+  /**
+   * Requests come in through the NIC of the host the guest runs on: while flows coming in
+   * fill its downlink (a migration's pages), they wait out its standing queue. Their bytes
+   * are few: they take no share of the link.
+   */
+  private requestPath(vm: SimVm): (client: number, arrived: () => void) => void {
+    return (_client, arrived) => {
+      const host = this.hosts.get(vm.runsOn)!;
+      if (host.downlinkQueueMs > 0 && saturated(host.down)) this.queue.after(host.downlinkQueueMs, arrived);
+      else arrived();
+    };
+  }
+
   run(): Report {
     const s = this.scenario;
     const rng = new Rng(this.options.seed);
@@ -164,7 +180,10 @@ export class World {
       vms.set(spec.name, new SimVm(spec, this.queue, rng.fork(1_000_000 + i)));
     });
     for (const vm of vms.values()) {
-      if (vm.runtime) vm.runtime.replies = this.replyPath(vm);
+      if (vm.runtime) {
+        vm.runtime.replies = this.replyPath(vm);
+        vm.runtime.requests = this.requestPath(vm);
+      }
       vm.runtime?.start();
     }
     const socketBuffer = s.network.socketBufferKiB * 1024;

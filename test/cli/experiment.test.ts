@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import type { Agreement } from '../../src/cli/paper.ts';
+import type { TrialResult } from '../../src/lab/trial.ts';
 import type { Report } from '../../src/report/schema.ts';
 import { ferry } from '../support/ferry-cli.ts';
 
@@ -45,7 +46,14 @@ test('--both: real runs through the switch without a client error, side by side 
   assert.match(r.stdout, /within 15%/);
   const out = JSON.parse(readFileSync(json, 'utf8')) as {
     real: Report;
-    runs: { run: string; requests: number; errors: number; connectionsLost: number }[];
+    runs: {
+      run: string;
+      requests: number;
+      errors: number;
+      connectionsLost: number;
+      requestTimes: TrialResult['requestTimes'];
+      downlinkQueueUs?: number;
+    }[];
     sim: Report;
     agreement: Agreement[];
     link: { tcpMbps?: number; migrationMbps: number; efficiency: number };
@@ -61,6 +69,13 @@ test('--both: real runs through the switch without a client error, side by side 
   for (const c of out.runs) {
     assert.deepEqual([c.errors, c.connectionsLost], [0, 0], `${c.run}: client errors, connections lost`);
     assert.ok(c.requests > 100, `${c.run}: ${c.requests} requests`);
+    // each request's cycle holds its time in the guest; the postcopy's only where there is one
+    const { baseline, postcopy } = c.requestTimes;
+    assert.ok(baseline.requests > 0 && baseline.guestMs > 0, `${c.run}: ${JSON.stringify(baseline)}`);
+    assert.ok(baseline.cycleMs >= baseline.guestMs, `${c.run}: ${JSON.stringify(baseline)}`);
+    assert.equal(postcopy === null, c.run.includes('precopy'), `${c.run}: ${JSON.stringify(postcopy)}`);
+    // on loopback no link is shaped: nothing to probe
+    assert.equal(c.downlinkQueueUs, undefined);
   }
   assert.equal(out.real.world, 'real');
   assert.deepEqual(out.real.migrations.map((m) => m.variant).sort(), RUNS);

@@ -39,6 +39,7 @@ function trial(variant: string, cooperative: boolean, vcpu: Record<string, numbe
       ...vcpu,
     },
     workload: { kind: 'kv', throughput: [] },
+    report: { workloads: [] },
     dip: { baselineOpsPerSec: 10_000 },
     memory: { pages: 65_536, zeroPages: 40_000 },
   } as unknown as TrialResult;
@@ -210,4 +211,54 @@ test('a calibration faster than any link gives an efficiency of 1, a slower one 
   const cal = { dataMiB: PAPER_QUICK.fillMiB, setupMs: 100 };
   assert.equal(fittedEfficiency(PAPER_QUICK, { ...cal, totalMs: 101 }), 1);
   assert.equal(fittedEfficiency(PAPER_QUICK, { ...cal, totalMs: 3_600_000 }), 0.05);
+});
+
+test('a twin is slowed by how much more its vCPUs waited for a core in the postcopy than before it', () => {
+  // before: 0.1 ms on a core per request, and as long again waiting for one
+  const slower = trial('kv-postcopy-cooperative', true, { asyncFaults: 10, vcpuParkedMs: 50 });
+  Object.assign(slower.memory, { vcpuRunMs: 400, vcpuWaitMs: 400, requests: 4000, sampleMs: 1000 });
+  (slower.dip as { baselineOpsPerSec: number }).baselineOpsPerSec = 4000;
+  // in the postcopy 2.5 ms waiting per ms on a core (the trial's defaults)
+  const m = measuredRuns([slower]).get('kv-postcopy-cooperative')!;
+  assert.equal(m.baselineContention, 1);
+  assert.equal(m.hostContention, 2.5);
+  const twin = (x: typeof m) =>
+    paperScenarios(PAPER, new Map([['kv-postcopy-cooperative', x]]), {}).find(
+      (v) => v.name === 'kv-postcopy-cooperative',
+    )!.scenario.vms[0];
+  const vm = twin(m);
+  assert.equal(vm.hostContention, 3.5 / 2 - 1);
+  // the twin's server takes the vCPU's time per request with its wait for a core
+  assert.ok(Math.abs((vm.workload as { cpuMs: number }).cpuMs - 0.2) < 1e-12);
+  // a postcopy that waited less than before does not speed the twin up
+  assert.equal(twin({ ...m, hostContention: 0.5 }).hostContention, 0);
+});
+
+test("a cooperative twin's async faults cost its vCPU what the real ones did beyond the requests' work", () => {
+  const t = trial('kv-postcopy-cooperative', true, { asyncFaults: 200, switchoverMs: 0, vcpuRunMs: 300 });
+  Object.assign(t.memory, { vcpuRunMs: 400, vcpuWaitMs: 0, requests: 4000, sampleMs: 1000 });
+  // 1,000 requests answered in the postcopy at 0.1 ms each: 100 of its 300 ms on a core
+  (t as { report: unknown }).report = {
+    workloads: [{ variant: 'kv-postcopy-cooperative', throughput: [[0, 10_000]] }],
+  };
+  const m = measuredRuns([t]).get('kv-postcopy-cooperative')!;
+  assert.ok(Math.abs(m.asyncFaultCpuUs - 1000) < 1e-9, `${m.asyncFaultCpuUs} µs per fault`);
+  const vm = paperScenarios(PAPER, new Map([['kv-postcopy-cooperative', m]]), {}).find(
+    (v) => v.name === 'kv-postcopy-cooperative',
+  )!.scenario.vms[0];
+  assert.equal(vm.asyncFaultCpuUs, 1000);
+  const blocking = trial('kv-postcopy-blocking', false, { syncFaults: 200, switchoverMs: 0, vcpuRunMs: 300 });
+  assert.equal(measuredRuns([blocking]).get('kv-postcopy-blocking')!.asyncFaultCpuUs, 0);
+});
+
+test("the destination's measured downlink queue goes to the twin's destination host, not on loopback", () => {
+  const t = trial('kv-postcopy-cooperative', true, { asyncFaults: 10, vcpuParkedMs: 50 });
+  (t as { downlinkQueueUs?: number }).downlinkQueueUs = 1800;
+  const m = measuredRuns([t]);
+  const hosts = (link: object) =>
+    paperScenarios(PAPER, m, link).find((v) => v.name === 'kv-postcopy-cooperative')!.scenario.hosts;
+  const [a, b] = hosts({});
+  assert.equal(b.downlinkQueueUs, 1800);
+  assert.equal(a.downlinkQueueUs, 0);
+  assert.ok(hosts({ loopback: true }).every((h) => h.downlinkQueueUs === 0));
 });

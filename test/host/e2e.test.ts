@@ -349,6 +349,8 @@ describe('two hosts', () => {
     };
     const load = trackedLoad(opts);
     await until('the load to run', async () => load.progress().completed >= 1500);
+    const before = (await whereIs(VM, hosts))[0].info.clients!;
+    assert.ok(before.served >= 1500 && before.servedMs > 0, JSON.stringify(before));
     const started = await startMigration(from, to, VM, mode, over);
     const report = await finished(from, started.id);
     // the load carries on where the VM went
@@ -364,6 +366,13 @@ describe('two hosts', () => {
     // set-up, the run up to the stop, the downtime: all inside the total
     assert.ok(report.switchoverMs > 0 && report.downtimeMs > 0, describeReport(report));
     assert.ok(report.switchoverMs + report.downtimeMs <= report.totalTimeMs, describeReport(report));
+    // the postcopy runs from the switchover to the last page; precopy has none
+    if (mode === 'precopy') assert.equal(report.postcopyMs, 0);
+    else
+      assert.ok(
+        report.postcopyMs > 0 && report.switchoverMs + report.postcopyMs <= report.totalTimeMs + 1e-6,
+        describeReport(report),
+      );
     assertNothingLost(result);
     assert.equal(result.reconnects, 0, `every connection kept through the switch: ${summary(result)}`);
     const where = await whereIs(VM, hosts);
@@ -373,6 +382,9 @@ describe('two hosts', () => {
       'listed on exactly one host, the destination',
     );
     await assertAckedReadable(where[0].info.endpoint, result.acked);
+    // the answered-request counter and its time in the guest moved with the VM
+    const after = where[0].info.clients!;
+    assert.ok(after.served > before.served && after.servedMs > before.servedMs, JSON.stringify(after));
     for (const [k, v] of result.acked) allAcked.set(k, v);
     return { report, load: result };
   }
@@ -399,6 +411,10 @@ describe('two hosts', () => {
     assert.ok(p.requests > 50, `${p.requests} requests in the sample`);
     // two vCPU threads, at most both on a core the whole time
     assert.ok(p.vcpuRunMs > 0 && p.vcpuRunMs <= 2 * 500 * 1.2, `${p.vcpuRunMs} ms of vCPU time`);
+    assert.ok(p.vcpuWaitMs >= 0, `${p.vcpuWaitMs} ms waiting for a core`);
+    // the host's main thread carried the requests in and the replies out
+    assert.ok(p.hostRunMs > 0 && p.hostRunMs <= 500 * 1.2, `${p.hostRunMs} ms of the host's main thread`);
+    assert.ok(p.hostWaitMs >= 0);
     await assert.rejects(
       api(host.host, 'GET', `/v1/vms/${VM}/memory?sampleMs=5`),
       /sampleMs: '5' must be from 10 to 60000/,

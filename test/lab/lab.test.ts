@@ -15,6 +15,7 @@ import { measureGoodput } from '../../src/lab/goodput.ts';
 import { isRoot, type LabState, pidAlive, withLab } from '../../src/lab/lab.ts';
 import { labConfig, labProcesses } from '../../src/lab/lab-config.ts';
 import { linkExists, listNetns, tbfOf } from '../../src/lab/netns.ts';
+import { QueueProbe } from '../../src/lab/queue-probe.ts';
 import { ferry, repoRoot } from '../support/ferry-cli.ts';
 
 const ROOT = isRoot();
@@ -106,13 +107,25 @@ describe('ferry lab', () => {
   test('a TCP transfer from ferry-ta to ferry-tb runs at the link rate (100 Mbit/s)', async (t) => {
     if (skipUnlessRoot(t)) return;
     const [a, b] = lab().hosts;
+    // what stays queued on the way: in ta's uplink (the first shaped hop) and tb's downlink
+    const uplink = new QueueProbe({ dev: 'eth0', netns: a.netns });
+    const downlink = new QueueProbe({ dev: b.veth, netns: null });
     const m = await measureGoodput(a, b, 8 << 20, 9100);
+    await Promise.all([uplink.stop(), downlink.stop()]);
     t.diagnostic(`8 MiB from ferry-ta to ferry-tb at ${m.mbps.toFixed(1)} Mbit/s (link 100 Mbit/s)`);
     assert.ok(m.mbps <= 110, `${m.mbps.toFixed(1)} Mbit/s is above the 100 Mbit/s link`);
     assert.ok(m.mbps >= 50, `${m.mbps.toFixed(1)} Mbit/s is far below the 100 Mbit/s link`);
     // the flow fills the sender's tbf queue (5 ms of traffic, a 4 ms bucket): echoes wait
     t.diagnostic(`echoes behind it waited ${(m.queueUs / 1000).toFixed(2)} ms more`);
     assert.ok(m.queueUs > 200 && m.queueUs < 20_000, `${m.queueUs} µs queued`);
+    // the flow's queue stands in the sender's uplink; the downlink behind it passes what comes
+    const mean = (p: QueueProbe) => p.meanBacklog(0, Number.POSITIVE_INFINITY) ?? -1;
+    assert.equal(uplink.error ?? downlink.error, undefined);
+    t.diagnostic(
+      `queued: ${mean(uplink).toFixed(0)} B in ta's uplink, ${mean(downlink).toFixed(0)} B in tb's downlink`,
+    );
+    assert.ok(mean(uplink) > 5000, `${mean(uplink)} B in the uplink`);
+    assert.ok(mean(downlink) < mean(uplink) / 4, `${mean(downlink)} B in the downlink`);
   });
 
   test('up refuses while the lab is up, and leaves it running', async (t) => {

@@ -19,6 +19,8 @@ const HOT_MIB = 256;
 const PAGES_PER_MIB = 256;
 
 interface Changes {
+  src?: Record<string, unknown>;
+  dst?: Record<string, unknown>;
   vm?: Record<string, unknown>;
   workload?: Record<string, unknown>;
   migration?: Record<string, unknown>;
@@ -34,8 +36,8 @@ function scenario(c: Changes = {}): Scenario {
     settleS: 5,
     durationS: 120,
     hosts: [
-      { name: 'src', nicMbps: NIC_MBPS },
-      { name: 'dst', nicMbps: NIC_MBPS },
+      { name: 'src', nicMbps: NIC_MBPS, ...c.src },
+      { name: 'dst', nicMbps: NIC_MBPS, ...c.dst },
     ],
     vms: [
       {
@@ -125,10 +127,10 @@ test('many runnable tasks: cooperative faults recover far more throughput after 
 });
 
 test('a single task: cooperative and blocking faults give the same run, but for the cost of halting', () => {
-  const single = { workload: { workers: 1, connections: 1 } };
-  // Without the per-fault overheads (async-fault injection, the context switch back from
-  // halt) the vCPU has nothing else to run while its only task waits: the runs are identical.
-  const [coop, block] = withCosts({ contextSwitchMs: 0, asyncFaultMs: 0 }, () => [
+  const single = { workload: { workers: 1, connections: 1 }, vm: { asyncFaultCpuUs: 0 } };
+  // Without the per-fault overheads (the fault's CPU, the context switch back from halt)
+  // the vCPU has nothing else to run while its only task waits: the runs are identical.
+  const [coop, block] = withCosts({ contextSwitchMs: 0 }, () => [
     run(single),
     run({ ...single, migration: { cooperative: false } }),
   ]);
@@ -476,4 +478,62 @@ test('a fault wake-up time: each blocking fault stalls its vCPU for the demand p
   assert.ok(Math.abs(added - 2) < 0.2, `each blocking fault stalls ${added.toFixed(3)} ms longer`);
   // a slower wake-up leaves the single task fewer requests, so fewer faults in the same push
   assert.ok(slow.syncFaults < base.syncFaults, `${slow.syncFaults} vs ${base.syncFaults} faults`);
+});
+
+/** Requests the VM answered from `fromMs` to `toMs` (its 100 ms throughput bins). */
+function served(r: Report, fromMs: number, toMs: number): number {
+  return wl(r)
+    .throughput.filter(([t]) => t >= fromMs && t < toMs)
+    .reduce((n, [, perSec]) => n + perSec / 10, 0);
+}
+
+/** From the switchover to the last page, ms. */
+function postcopySpan(r: Report): [number, number] {
+  const m = mig(r);
+  return [m.switchoverMs, m.switchoverMs + m.postcopyMs];
+}
+
+test("requests wait out the destination downlink's queue while the pages come in, and only then", () => {
+  // fewer clients than workers: each request's way in counts
+  const clients = { workload: { workers: 4, connections: 2 } };
+  const base = run(clients);
+  const queued = run({ ...clients, dst: { downlinkQueueUs: 3000 } });
+  const [from, to] = postcopySpan(base);
+  assert.ok(to - from > 500, `a postcopy of ${to - from} ms`);
+  // on the source nothing changes: the same run up to the switchover
+  assert.deepEqual(
+    wl(queued).throughput.filter(([t]) => t < from),
+    wl(base).throughput.filter(([t]) => t < from),
+  );
+  const [qFrom, qTo] = postcopySpan(queued);
+  const rate = (r: Report, a: number, b: number) => served(r, a, b) / (b - a);
+  assert.ok(
+    rate(queued, qFrom, qTo) < 0.9 * rate(base, from, to),
+    `${rate(queued, qFrom, qTo).toFixed(2)} vs ${rate(base, from, to).toFixed(2)} requests/ms in postcopy`,
+  );
+  // with every page in, the downlink is free again: the same rate as without the queue
+  const end = Math.max(to, qTo) + 1000;
+  const after = (r: Report) => rate(r, end, end + 3000);
+  assert.ok(Math.abs(after(queued) / after(base) - 1) < 0.05, `${after(queued)} vs ${after(base)} after`);
+});
+
+test('a downlink queue on the source changes nothing: in precopy the pages come in on the destination', () => {
+  const precopy = { workload: { workers: 4, connections: 2 }, migration: { mode: 'precopy' } };
+  assert.deepEqual(run({ ...precopy, src: { downlinkQueueUs: 3000 } }), run(precopy));
+});
+
+test('dearer async faults leave a cooperative postcopy fewer requests; blocking faults do not pay them', () => {
+  const clients = { workload: { workers: 8, connections: 8 } };
+  const cheap = run(clients);
+  const dear = run({ ...clients, vm: { asyncFaultCpuUs: 400 } });
+  assert.ok(mig(cheap).asyncFaults > 100, `${mig(cheap).asyncFaults} async faults`);
+  const [from, to] = postcopySpan(cheap);
+  const [dFrom, dTo] = postcopySpan(dear);
+  const rate = (r: Report, a: number, b: number) => served(r, a, b) / (b - a);
+  assert.ok(
+    rate(dear, dFrom, dTo) < rate(cheap, from, to),
+    `${rate(dear, dFrom, dTo).toFixed(2)} vs ${rate(cheap, from, to).toFixed(2)} requests/ms in postcopy`,
+  );
+  const blocking = { ...clients, migration: { cooperative: false } };
+  assert.deepEqual(run({ ...blocking, vm: { asyncFaultCpuUs: 400 } }), run(blocking));
 });

@@ -340,7 +340,13 @@ test('defaults are applied to a minimal scenario', () => {
   assert.deepEqual(s.network, { efficiency: 0.94, duplexInterference: 0, socketBufferKiB: 4096 });
   assert.deepEqual(s.switches, []);
   assert.deepEqual(s.links, []);
-  assert.deepEqual(s.hosts[0], { name: 'a', nicMbps: 1000, latencyUs: 50, uplinkQueueUs: 0 });
+  assert.deepEqual(s.hosts[0], {
+    name: 'a',
+    nicMbps: 1000,
+    latencyUs: 50,
+    uplinkQueueUs: 0,
+    downlinkQueueUs: 0,
+  });
   assert.deepEqual(s.vms[0], {
     name: 'v',
     host: 'a',
@@ -350,6 +356,7 @@ test('defaults are applied to a minimal scenario', () => {
     hostContention: 0,
     hostBusy: 0,
     faultWakeUs: 0,
+    asyncFaultCpuUs: 10,
     dirty: { hotSetMiB: 0, hotPeriodS: 1, hotPattern: 'sweep', rateMBps: 0 },
     access: { touchesPerSec: 1000, hotFraction: 0.8 },
   });
