@@ -370,6 +370,19 @@ export function fittedEfficiency(config: PaperConfig, cal: CalibrationRun, loopb
   return (lo + hi) / 2;
 }
 
+/**
+ * How much the migration slows the twin's guest and its clients' path. The twin already
+ * runs at the speed the host left it before the migration (its CPU per request with the
+ * wait for a core, the path fitted to the rate): a postcopy slows it by how much more its
+ * vCPUs waited for a core than before; precopy's measure (the app's rate during it against
+ * before) is relative already.
+ */
+function twinContention(mode: MigrationMode, m: Measured | undefined): number {
+  if (!m) return 0;
+  if (mode !== 'postcopy') return m.hostContention;
+  return Math.max(0, (1 + m.hostContention) / (1 + (m.baselineContention ?? 0)) - 1);
+}
+
 /** The link the real runs had. */
 export interface PaperLink {
   /** Pages' goodput ÷ line rate (default: TCP over Ethernet). */
@@ -431,12 +444,7 @@ export function paperScenarios(
             ramMiB: config.ramMiB,
             usedMiB: Math.max(1, (m?.usedPages ?? footprintPages(config, a.app)) / 256),
             vcpus: config.vcpus,
-            // the twin's guest already runs at the speed the host left it before the
-            // migration (its CPU per request and the path fitted to the rate): the
-            // migration slows it by how much more its vCPUs waited for a core
-            hostContention: m
-              ? Math.max(0, (1 + m.hostContention) / (1 + (m.baselineContention ?? 0)) - 1)
-              : 0,
+            hostContention: twinContention(v.mode, m),
             hostBusy: m?.hostBusy ?? 0,
             faultWakeUs: m?.faultWakeUs ?? 0,
             ...(m?.asyncFaultCpuUs

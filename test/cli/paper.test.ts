@@ -232,6 +232,11 @@ test('a twin is slowed by how much more its vCPUs waited for a core in the postc
   assert.ok(Math.abs((vm.workload as { cpuMs: number }).cpuMs - 0.2) < 1e-12);
   // a postcopy that waited less than before does not speed the twin up
   assert.equal(twin({ ...m, hostContention: 0.5 }).hostContention, 0);
+  // precopy's contention is the app's slowdown against before it: the twin takes it as is
+  const precopy = paperScenarios(PAPER, new Map([['kv-precopy', { ...m, hostContention: 0.5 }]]), {}).find(
+    (v) => v.name === 'kv-precopy',
+  )!.scenario.vms[0];
+  assert.equal(precopy.hostContention, 0.5);
 });
 
 test("a cooperative twin's async faults cost its vCPU what the real ones did beyond the requests' work", () => {
