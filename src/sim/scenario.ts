@@ -44,9 +44,9 @@ const Host = z.strictObject({
    */
   uplinkQueueUs: nonNegative('uplink queue').default(0),
   /**
-   * What stays queued in the buffer of this host's downlink while flows coming in fill it,
-   * µs: client requests to its VMs arriving meanwhile (a migration's pages coming in) wait
-   * this long beyond the wire (0: no standing queue).
+   * What stays queued in the buffer of this host's downlink while a migration's pages come
+   * in, on average, µs: client requests to its VMs arriving meanwhile wait this long beyond
+   * the wire (0: no queue).
    */
   downlinkQueueUs: nonNegative('downlink queue').default(0),
   switch: name.optional(),

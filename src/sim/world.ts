@@ -34,8 +34,10 @@ interface HostNode {
   latencyMs: number;
   /** The uplink's standing queue while saturated, ms. */
   uplinkQueueMs: number;
-  /** The downlink's standing queue while saturated, ms. */
+  /** The downlink's queue while a migration's pages come in, ms. */
   downlinkQueueMs: number;
+  /** Migrations coming in to this host now. */
+  incoming: number;
 }
 
 interface Edge {
@@ -95,6 +97,7 @@ export class World {
         latencyMs: h.latencyUs / 1000,
         uplinkQueueMs: h.uplinkQueueUs / 1000,
         downlinkQueueMs: h.downlinkQueueUs / 1000,
+        incoming: 0,
       });
     }
   }
@@ -160,14 +163,14 @@ export class World {
   }
 
   /**
-   * Requests come in through the NIC of the host the guest runs on: while flows coming in
-   * fill its downlink (a migration's pages), they wait out its standing queue. Their bytes
-   * are few: they take no share of the link.
+   * Requests come in through the NIC of the host the guest runs on: while a migration's
+   * pages come in there, they wait out the queue its downlink holds (on average: the
+   * fluid links do not queue). Their bytes are few: they take no share of the link.
    */
   private requestPath(vm: SimVm): (client: number, arrived: () => void) => void {
     return (_client, arrived) => {
       const host = this.hosts.get(vm.runsOn)!;
-      if (host.downlinkQueueMs > 0 && saturated(host.down)) this.queue.after(host.downlinkQueueMs, arrived);
+      if (host.downlinkQueueMs > 0 && host.incoming > 0) this.queue.after(host.downlinkQueueMs, arrived);
       else arrived();
     };
   }
@@ -208,9 +211,12 @@ export class World {
         const path = this.route(from, spec.to, spec.maxBandwidthMbps);
         if (typeof path === 'string') return fail(path);
         const m = new SimMigration(this.queue, this.net, spec, vm, from, path, socketBuffer, migrationRng);
+        const to = this.hosts.get(spec.to)!;
+        to.incoming++;
         vm.migrating = true;
         m.onEnd = (done) => {
           vm.migrating = false;
+          to.incoming--;
           const report = done.report(this.options.variant ?? '');
           if (report.outcome === 'completed') vm.host = spec.to;
           vm.runsOn = vm.host;
