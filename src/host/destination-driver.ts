@@ -40,11 +40,15 @@ const RESUME_REPORT_MS = 1000;
 /** Absolute milliseconds (comparable between hosts on one machine), sub-ms precision. */
 const now = () => performance.timeOrigin + performance.now();
 
-/** The destination's side of one migration, into a new VM whose RAM is all zeros. */
+/**
+ * The destination's side of one migration, into a new VM. Its RAM is all zeros, or
+ * (`ramZeroed` false) holds a former VM's data: then every page counts as written until the
+ * migration's own record of it lands (a zero page's zeroes it).
+ */
 export class DestinationDriver {
   readonly destination: MigrationDestination;
   private readonly sums: Uint32Array;
-  /** Pages this migration put data in; the rest of the new VM's RAM is still zero. */
+  /** Pages that may hold data (this migration's, or a former VM's); the rest are zero. */
   private readonly written: Uint8Array;
   private finished = false;
   private readonly result: Partial<DestinationResult> = { resumedAt: -1, postcopy: false };
@@ -64,12 +68,14 @@ export class DestinationDriver {
     private readonly machine: GuestMachine,
     private readonly lanes: Lanes,
     private readonly log: (line: string) => void = () => {},
+    options: { ramZeroed?: boolean } = {},
   ) {
     const ram = machine.ram;
     this.destination = new MigrationDestination(ram.pages);
     // shared with the fault thread, which installs urgent pages too
     this.sums = new Uint32Array(new SharedArrayBuffer(ram.pages * 4));
     this.written = new Uint8Array(new SharedArrayBuffer(ram.pages));
+    if (options.ramZeroed === false) this.written.fill(1);
     this.done = new Promise((r) => {
       this.resolveDone = r;
     });

@@ -88,6 +88,8 @@ interface Incoming {
   request: IncomingRequest;
   lanes: Partial<Lanes>;
   machine: GuestMachine;
+  /** Whether its RAM was all zeros when it came (else the migration zeroes the zero pages). */
+  ramZeroed: boolean;
   driver?: DestinationDriver;
   /** Drops the incoming VM when its lanes do not all arrive in time. */
   expiry?: NodeJS.Timeout;
@@ -651,7 +653,9 @@ export class Host {
         `host ${this.options.id} is not linked to the switch ${b.switch} (${this.options.switchAddress ? `it uses ${this.options.switchAddress}` : 'it has none'}): the VM's clients could not follow it`,
       );
     const spec = machineSpec(b.ramMiB, b.vcpus, b.app, b.appOptions, b.servers);
-    const ram = GuestRam.create(spec.ramBytes, false, this.ramPool.take(spec.ramBytes));
+    // the migration writes every page: RAM the pool has not zeroed yet will do
+    const kept = this.ramPool.takeToOverwrite(spec.ramBytes);
+    const ram = GuestRam.create(spec.ramBytes, false, kept?.data);
     // the vCPUs start now, held until the switchover, so resuming costs no thread start.
     // Guest RAM is left unmapped: the first write of each page (its install) maps it, for
     // less than mapping it ahead costs (an atomic pass over fresh pages takes twice as
@@ -665,7 +669,7 @@ export class Host {
       urgentPort: this.faults!.port,
     };
     this.faults!.expect(b.migrationId);
-    const inc: Incoming = { info, request: b, lanes: {}, machine };
+    const inc: Incoming = { info, request: b, lanes: {}, machine, ramZeroed: kept?.zeroed ?? true };
     inc.expiry = setTimeout(
       () => void this.dropIncoming(inc, `its lanes did not arrive within ${LANES_TIMEOUT_MS / 1000} s`),
       LANES_TIMEOUT_MS,
@@ -731,8 +735,11 @@ export class Host {
     });
     if (!(inc.lanes.control && inc.lanes.bulk && inc.lanes.urgent)) return;
     clearTimeout(inc.expiry);
-    const driver = new DestinationDriver(inc.machine, inc.lanes as Lanes, (l) =>
-      this.options.log(`${inc.info.migrationId}: ${l}`),
+    const driver = new DestinationDriver(
+      inc.machine,
+      inc.lanes as Lanes,
+      (l) => this.options.log(`${inc.info.migrationId}: ${l}`),
+      { ramZeroed: inc.ramZeroed },
     );
     inc.driver = driver;
     inc.info.state = 'running';

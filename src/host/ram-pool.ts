@@ -3,7 +3,9 @@
 // time, most of a precopy round here); memory the process already holds costs nothing. So
 // the RAM of a VM that left or stopped is zeroed in the background (a new VM's RAM must be
 // all zeros) and kept, up to a limit, for the next VM of the same size — as a hypervisor
-// keeps preallocated guest memory.
+// keeps preallocated guest memory. An incoming migration writes every page anyway (zero
+// pages as zeros): it may take RAM the pool has not zeroed yet, which a host that has just
+// sent a VM away and takes one back has (its zeroing waits while the host migrates).
 
 /** Bytes zeroed per event-loop turn: a few tenths of a millisecond of memset. */
 const ZERO_CHUNK = 2 * 2 ** 20;
@@ -14,8 +16,15 @@ const ZERO_CHUNK = 2 * 2 ** 20;
  */
 const BUSY_RETRY_MS = 50;
 
+/** A buffer given back and not yet zeroed; `taken` stops its zeroing. */
+interface Zeroing {
+  data: SharedArrayBuffer;
+  taken: boolean;
+}
+
 export class RamPool {
   readonly #free = new Map<number, SharedArrayBuffer[]>();
+  readonly #zeroing = new Map<number, Zeroing[]>();
   /** Bytes held: free, or being zeroed. */
   #held = 0;
   /** Buffers handed out again (for reports and tests). */
@@ -43,6 +52,22 @@ export class RamPool {
   }
 
   /**
+   * A buffer of exactly `bytes` for a user that writes every byte of it itself: a zeroed
+   * one if kept, else one still waiting to be zeroed (`zeroed` false: it holds a former
+   * VM's data).
+   */
+  takeToOverwrite(bytes: number): { data: SharedArrayBuffer; zeroed: boolean } | undefined {
+    const data = this.take(bytes);
+    if (data) return { data, zeroed: true };
+    const z = this.#zeroing.get(bytes)?.pop();
+    if (!z) return undefined;
+    z.taken = true;
+    this.#held -= bytes;
+    this.reused++;
+    return { data: z.data, zeroed: false };
+  }
+
+  /**
    * Keeps `data` for a later VM once it is zeroed. Nothing may use it any more: its vCPUs
    * stopped, its checksum taken. Resolves when it is in the pool (or was not kept).
    */
@@ -51,8 +76,13 @@ export class RamPool {
     if (this.#held + bytes > this.maxBytes) return Promise.resolve();
     this.#held += bytes;
     const view = new Uint8Array(data);
+    const entry: Zeroing = { data, taken: false };
+    const zeroing = this.#zeroing.get(bytes) ?? [];
+    zeroing.push(entry);
+    this.#zeroing.set(bytes, zeroing);
     return new Promise((resolve) => {
       const zero = (from: number) => {
+        if (entry.taken) return resolve();
         if (this.busy()) {
           setTimeout(() => zero(from), BUSY_RETRY_MS);
           return;
@@ -61,6 +91,7 @@ export class RamPool {
         view.fill(0, from, to);
         if (to < bytes) setImmediate(() => zero(to));
         else {
+          zeroing.splice(zeroing.indexOf(entry), 1);
           const list = this.#free.get(bytes) ?? [];
           list.push(data);
           this.#free.set(bytes, list);

@@ -12,8 +12,8 @@ import { fakeLane } from '../support/fake-lane.ts';
 const PAGES = 4;
 
 /** A guest whose vCPUs report their resume at `ranAt` (never, when undefined). */
-function fakeMachine(ranAt: number | undefined) {
-  const ram = GuestRam.create(PAGES * 4096, false);
+function fakeMachine(ranAt: number | undefined, data?: SharedArrayBuffer) {
+  const ram = GuestRam.create(PAGES * 4096, false, data);
   const machine = {
     ram,
     running: false,
@@ -38,13 +38,17 @@ const spec: MachineSpec = {
 };
 
 /** Every page (all zeros) by the bulk lane, then the switchover: the migration completes. */
-async function migrateInto(machine: GuestMachine): Promise<{ switchedAt: number; resumedAt: number }> {
+async function migrateInto(
+  machine: GuestMachine,
+  ramZeroed = true,
+): Promise<{ switchedAt: number; resumedAt: number }> {
   const lanes = { control: fakeLane('control'), bulk: fakeLane('bulk'), urgent: fakeLane('urgent') };
-  const driver = new DestinationDriver(machine, {
-    control: lanes.control.conn,
-    bulk: lanes.bulk.conn,
-    urgent: lanes.urgent.conn,
-  } satisfies Lanes);
+  const driver = new DestinationDriver(
+    machine,
+    { control: lanes.control.conn, bulk: lanes.bulk.conn, urgent: lanes.urgent.conn } satisfies Lanes,
+    () => {},
+    { ramZeroed },
+  );
   const zeroMask = new Uint8Array([0b1111]);
   lanes.control.deliver({
     type: 'pages',
@@ -85,4 +89,16 @@ test('vCPUs that never say leave the switchover’s arrival, and the result stil
   );
   assert.ok(resumedAt >= switchedAt && resumedAt < switchedAt + 100, `${resumedAt - switchedAt} ms after`);
   assert.ok(performance.now() - t0 >= 900, 'it waited for the report first');
+});
+
+test("into RAM a former VM left its data in, the migration's zero pages are written as zeros", async () => {
+  const data = new SharedArrayBuffer(PAGES * 4096);
+  new Uint8Array(data).fill(0xa5);
+  await migrateInto(fakeMachine(performance.timeOrigin + performance.now(), data), false);
+  assert.ok(new Uint8Array(data).every((b) => b === 0));
+  // RAM known to be zero is not looked at again: a zero page there costs nothing
+  const fresh = new SharedArrayBuffer(PAGES * 4096);
+  new Uint8Array(fresh).fill(0xa5); // (not so here, to show it is left alone)
+  await migrateInto(fakeMachine(performance.timeOrigin + performance.now(), fresh), true);
+  assert.ok(new Uint8Array(fresh).every((b) => b === 0xa5));
 });

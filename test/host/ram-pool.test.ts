@@ -67,3 +67,26 @@ test('zeroing waits while the host is migrating', async () => {
   assert.equal(pool.take(8 * MiB), ram);
   assert.ok(new Uint8Array(ram).every((b) => b === 0));
 });
+
+test('a user that overwrites every page may take a buffer still waiting to be zeroed; its zeroing stops', async () => {
+  let busy = true;
+  const pool = new RamPool(64 * MiB, () => busy);
+  const ram = new SharedArrayBuffer(8 * MiB);
+  new Uint8Array(ram).fill(3);
+  const given = pool.give(ram);
+  assert.equal(pool.take(8 * MiB), undefined, 'not zeroed: not for a new VM');
+  assert.equal(pool.takeToOverwrite(4 * MiB), undefined, 'the same size only');
+  const taken = pool.takeToOverwrite(8 * MiB);
+  assert.deepEqual(taken, { data: ram, zeroed: false });
+  assert.equal(pool.heldBytes, 0);
+  // its new user's data is not zeroed under it once the host is idle
+  new Uint8Array(ram).fill(7);
+  busy = false;
+  await given;
+  assert.ok(new Uint8Array(ram).every((b) => b === 7));
+  assert.equal(pool.takeToOverwrite(8 * MiB), undefined, 'handed out once');
+  // a zeroed buffer goes first
+  const other = new SharedArrayBuffer(8 * MiB);
+  await pool.give(other);
+  assert.deepEqual(pool.takeToOverwrite(8 * MiB), { data: other, zeroed: true });
+});
