@@ -3,7 +3,7 @@
 // become demand requests on the urgent lane, and the VM resumes here at the switchover.
 
 import { MigrationDestination } from '../engine/destination.ts';
-import type { Message, SourceMessage } from '../engine/messages.ts';
+import type { DestinationMessage, Message, SourceMessage } from '../engine/messages.ts';
 import type { Outcome } from '../engine/stats.ts';
 import { type Percentiles, percentiles } from '../engine/stats.ts';
 import { type DeviceState, decodeDeviceState, type GuestMachine } from '../guest/machine.ts';
@@ -11,6 +11,7 @@ import { type FaultPathLane, isFaultPathLane } from './fault-path.ts';
 import { framePool } from './frame-pool.ts';
 import { foldSums, installBatch } from './pages.ts';
 import type { Lanes } from './source-driver.ts';
+import type { LaneConnection } from './transport.ts';
 
 export interface DestinationResult {
   outcome: Outcome;
@@ -36,6 +37,8 @@ const BULK_BACKLOG_FRAMES = 64;
 
 /** How long the result waits for the vCPUs to say when they ran again. */
 const RESUME_REPORT_MS = 1000;
+/** Longest "resumed" waits for a vCPU to run before it goes anyway. */
+const RESUMED_WAIT_MS = 50;
 
 /** Absolute milliseconds (comparable between hosts on one machine), sub-ms precision. */
 const now = () => performance.timeOrigin + performance.now();
@@ -63,6 +66,8 @@ export class DestinationDriver {
   private backlogScheduled = false;
   /** When the vCPUs ran again, once they report it. */
   private vcpusResumed: Promise<number> | undefined;
+  /** Control messages waiting behind "resumed" for a vCPU to run (see flush). */
+  private controlHeld: DestinationMessage[] | null = null;
 
   constructor(
     private readonly machine: GuestMachine,
@@ -184,14 +189,33 @@ export class DestinationDriver {
     this.onResumed(state);
   }
 
-  /** Demand requests go on the urgent lane, everything else on the control lane. */
+  /**
+   * Demand requests go on the urgent lane, everything else on the control lane. In postcopy
+   * the word that the guest runs here ("resumed") waits until a vCPU ran (at most
+   * RESUMED_WAIT_MS), and the control messages after it wait behind it: the source starts
+   * its push on that word.
+   */
   private flush(): void {
     for (const m of this.destination.takeMessages()) {
-      try {
-        (m.type === 'demand' ? this.lanes.urgent : this.lanes.control).send(m);
-      } catch (e) {
-        this.log(`could not send ${m.type}: ${(e as Error).message}`);
-      }
+      if (m.type === 'demand') this.send(this.lanes.urgent, m);
+      else if (this.controlHeld) this.controlHeld.push(m);
+      else if (m.type === 'resumed' && this.destination.phase === 'postcopy' && this.vcpusResumed) {
+        const held: DestinationMessage[] = [m];
+        this.controlHeld = held;
+        const waited = new Promise((r) => setTimeout(r, RESUMED_WAIT_MS).unref());
+        void Promise.race([this.vcpusResumed, waited]).then(() => {
+          this.controlHeld = null;
+          for (const h of held) this.send(this.lanes.control, h);
+        });
+      } else this.send(this.lanes.control, m);
+    }
+  }
+
+  private send(lane: LaneConnection, m: DestinationMessage): void {
+    try {
+      lane.send(m);
+    } catch (e) {
+      this.log(`could not send ${m.type}: ${(e as Error).message}`);
     }
   }
 

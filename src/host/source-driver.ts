@@ -42,6 +42,9 @@ export interface SourceResult {
   endedAt: number;
 }
 
+/** Longest the push waits for the destination's "resumed" after a postcopy switchover. */
+const PUSH_HOLD_MS = 100;
+
 /** Bulk frames sent per event-loop turn. */
 const FRAMES_PER_TURN = 2;
 /** Absolute milliseconds (comparable between hosts on one machine), sub-ms precision. */
@@ -50,6 +53,8 @@ const now = () => performance.timeOrigin + performance.now();
 export class SourceDriver {
   readonly source: MigrationSource;
   private waitingDrain = false;
+  /** The push waits for the destination's "resumed" (see holdPush). */
+  private pushHeld: NodeJS.Timeout | undefined;
   /** A pump is scheduled for the next event-loop turn. */
   private turnScheduled = false;
   private paceFrom = 0;
@@ -135,8 +140,27 @@ export class SourceDriver {
   }
 
   private receive(m: Message): void {
+    if ((m as DestinationMessage).type === 'resumed') this.releasePush();
     this.source.receive(now(), m as DestinationMessage);
     this.afterEngine();
+  }
+
+  /**
+   * After a postcopy switchover the push waits for the destination's word that the guest
+   * runs there ("resumed", sent once a vCPU ran; at most PUSH_HOLD_MS): on shared cores
+   * its first frames otherwise keep the destination's vCPU threads off a core, and the
+   * downtime lasts until one runs (the first postcopy of a 1 GiB VM on loopback: medians
+   * 10.5 against 3.9 ms). Demands do not wait.
+   */
+  private holdPush(): void {
+    this.pushHeld = setTimeout(() => this.releasePush(), PUSH_HOLD_MS);
+  }
+
+  private releasePush(): void {
+    if (!this.pushHeld) return;
+    clearTimeout(this.pushHeld);
+    this.pushHeld = undefined;
+    this.pump();
   }
 
   private afterEngine(): void {
@@ -261,7 +285,11 @@ export class SourceDriver {
     // A few frames per event-loop turn, then the loop reads the lanes: on loopback the
     // kernel takes megabytes before a write reports back-pressure, and a demand request
     // arriving meanwhile would wait for all of them.
-    for (let frames = 0; !this.waitingDrain && this.source.hasWork('bulk') && !this.paced(); frames++) {
+    for (
+      let frames = 0;
+      !this.pushHeld && !this.waitingDrain && this.source.hasWork('bulk') && !this.paced();
+      frames++
+    ) {
       if (frames === FRAMES_PER_TURN) {
         this.turnScheduled = true;
         setImmediate(() => {
@@ -273,6 +301,7 @@ export class SourceDriver {
       const m = this.source.next(now(), 'bulk', BATCH_PAGES * (PAGE_SIZE + 8));
       if (!m) break;
       if (!this.send(this.lanes.bulk, m)) this.waitingDrain = true;
+      if (m.type === 'switchover' && m.postcopy) this.holdPush();
       this.events();
       this.pumpUrgent();
     }
@@ -294,6 +323,7 @@ export class SourceDriver {
     if (this.finished) return;
     this.finished = true;
     clearTimeout(this.paceTimer);
+    clearTimeout(this.pushHeld);
     this.result.outcome = outcome;
     this.result.reason = reason;
     this.result.endedAt = now();

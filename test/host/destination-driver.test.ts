@@ -102,3 +102,87 @@ test("into RAM a former VM left its data in, the migration's zero pages are writ
   await migrateInto(fakeMachine(performance.timeOrigin + performance.now(), fresh), true);
   assert.ok(new Uint8Array(fresh).every((b) => b === 0xa5));
 });
+
+test('in postcopy the destination says it resumed once a vCPU ran, and the control messages after wait behind', async () => {
+  let ran!: (at: number) => void;
+  const ram = GuestRam.create(PAGES * 4096, false);
+  const machine = {
+    ram,
+    running: false,
+    onFault: () => {},
+    pagesArrived: () => {},
+    routeFaults: () => {},
+    resume: () => {
+      machine.running = true;
+      return new Promise<number>((r) => {
+        ran = r;
+      });
+    },
+    stop: async () => {},
+  } as unknown as GuestMachine;
+  const lanes = { control: fakeLane('control'), bulk: fakeLane('bulk'), urgent: fakeLane('urgent') };
+  const driver = new DestinationDriver(machine, {
+    control: lanes.control.conn,
+    bulk: lanes.bulk.conn,
+    urgent: lanes.urgent.conn,
+  } satisfies Lanes);
+  const deviceState = encodeDeviceState({ spec, pending: [], nextRequestId: 1 });
+  lanes.bulk.deliver({
+    type: 'switchover',
+    postcopy: true,
+    discard: [],
+    deviceState,
+    deviceStateBytes: deviceState.length,
+  });
+  const said = () => lanes.control.sent.map((m) => m.type);
+  await new Promise((r) => setTimeout(r, 10));
+  assert.equal(driver.destination.phase, 'postcopy');
+  assert.deepEqual(said(), [], 'nothing before a vCPU ran');
+  // every page arrives meanwhile: the end waits behind the word
+  lanes.bulk.deliver({
+    type: 'pages',
+    batch: {
+      kind: 'bulk',
+      runs: [0, PAGES],
+      pageCount: PAGES,
+      zeroCount: PAGES,
+      zeroMask: new Uint8Array([0b1111]),
+      data: new Uint8Array(0),
+    },
+  });
+  lanes.bulk.deliver({ type: 'complete', totalPages: PAGES });
+  await new Promise((r) => setTimeout(r, 10));
+  assert.deepEqual(said(), []);
+  ran(performance.timeOrigin + performance.now());
+  await new Promise((r) => setTimeout(r, 5));
+  assert.deepEqual(said(), ['resumed', 'done']);
+  assert.equal((await driver.done).outcome, 'completed');
+});
+
+test('a vCPU that never says it ran holds the word only briefly', async () => {
+  const machine = fakeMachine(undefined);
+  const lanes = { control: fakeLane('control'), bulk: fakeLane('bulk'), urgent: fakeLane('urgent') };
+  new DestinationDriver(machine, {
+    control: lanes.control.conn,
+    bulk: lanes.bulk.conn,
+    urgent: lanes.urgent.conn,
+  } satisfies Lanes);
+  const deviceState = encodeDeviceState({ spec, pending: [], nextRequestId: 1 });
+  const t0 = performance.now();
+  lanes.bulk.deliver({
+    type: 'switchover',
+    postcopy: true,
+    discard: [],
+    deviceState,
+    deviceStateBytes: deviceState.length,
+  });
+  while (lanes.control.sent.length === 0 && performance.now() - t0 < 1000)
+    await new Promise((r) => setTimeout(r, 5));
+  const waited = performance.now() - t0;
+  assert.deepEqual(
+    lanes.control.sent.map((m) => m.type),
+    ['resumed'],
+  );
+  assert.ok(waited >= 45 && waited < 500, `waited ${waited.toFixed(0)} ms`);
+  for (const l of Object.values(lanes)) l.end();
+});

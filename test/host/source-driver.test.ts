@@ -72,3 +72,64 @@ for (const mode of ['precopy', 'postcopy'] as const) {
     }
   });
 }
+
+test("after a postcopy switchover the push waits for the destination's word that the guest runs there", async () => {
+  const vm = fakeMachine(256);
+  const lanes = { control: fakeLane('control'), bulk: fakeLane('bulk'), urgent: fakeLane('urgent') };
+  const l: Lanes = { control: lanes.control.conn, bulk: lanes.bulk.conn, urgent: lanes.urgent.conn };
+  const driver = new SourceDriver(vm.machine, l, {
+    ...DEFAULT_CONFIG,
+    mode: 'postcopy',
+    deviceStateBytes: 0,
+  });
+  driver.start();
+  for (let i = 0; i < 50 && !vm.pausing(); i++) await tick();
+  vm.finishPause({ pending: [] } as unknown as DeviceState);
+  for (let i = 0; i < 50 && !lanes.bulk.sent.some((m) => m.type === 'switchover'); i++) await tick();
+  const types = () => lanes.bulk.sent.map((m) => m.type);
+  assert.deepEqual(types(), ['switchover']);
+  // a demand is answered at once, on the urgent lane
+  lanes.urgent.deliver({ type: 'demand', pfns: [200] });
+  await tick();
+  assert.deepEqual(
+    lanes.urgent.sent.map((m) => m.type),
+    ['pages'],
+  );
+  await tick();
+  assert.deepEqual(types(), ['switchover'], 'no page pushed before the destination resumed');
+  lanes.control.deliver({ type: 'resumed' });
+  for (let i = 0; i < 50 && types().length < 3; i++) await tick();
+  assert.ok(
+    types().length >= 3 &&
+      types()
+        .slice(1)
+        .every((t) => t === 'pages'),
+    types().join(' '),
+  );
+  lanes.control.deliver({ type: 'done' });
+  assert.equal((await driver.done).outcome, 'completed');
+});
+
+test('a destination that never says it resumed holds the push only briefly', async () => {
+  const vm = fakeMachine(256);
+  const lanes = { control: fakeLane('control'), bulk: fakeLane('bulk'), urgent: fakeLane('urgent') };
+  const l: Lanes = { control: lanes.control.conn, bulk: lanes.bulk.conn, urgent: lanes.urgent.conn };
+  const driver = new SourceDriver(vm.machine, l, {
+    ...DEFAULT_CONFIG,
+    mode: 'postcopy',
+    deviceStateBytes: 0,
+  });
+  driver.start();
+  for (let i = 0; i < 50 && !vm.pausing(); i++) await tick();
+  vm.finishPause({ pending: [] } as unknown as DeviceState);
+  const t0 = performance.now();
+  for (let i = 0; i < 200 && !lanes.bulk.sent.some((m) => m.type === 'pages'); i++) await tick();
+  const waited = performance.now() - t0;
+  assert.ok(
+    lanes.bulk.sent.some((m) => m.type === 'pages'),
+    'the push started',
+  );
+  assert.ok(waited >= 90 && waited < 1000, `the push waited ${waited.toFixed(0)} ms`);
+  lanes.control.deliver({ type: 'done' });
+  await driver.done;
+});
