@@ -3,16 +3,17 @@
 
 import assert from 'node:assert/strict';
 import test from 'node:test';
+import type { Message } from '../../src/engine/messages.ts';
 import { encodeDeviceState, type GuestMachine, type MachineSpec } from '../../src/guest/machine.ts';
 import { GuestRam } from '../../src/guest/ram.ts';
 import { DestinationDriver } from '../../src/host/destination-driver.ts';
 import type { Lanes } from '../../src/host/source-driver.ts';
-import { fakeLane } from '../support/fake-lane.ts';
+import { type FakeLane, fakeLane } from '../support/fake-lane.ts';
 
 const PAGES = 4;
 
 /** A guest whose vCPUs report their resume at `ranAt` (never, when undefined). */
-function fakeMachine(ranAt: number | undefined, data?: SharedArrayBuffer) {
+function fakeMachine(ranAt: number | Promise<number> | undefined, data?: SharedArrayBuffer) {
   const ram = GuestRam.create(PAGES * 4096, false, data);
   const machine = {
     ram,
@@ -23,6 +24,7 @@ function fakeMachine(ranAt: number | undefined, data?: SharedArrayBuffer) {
       machine.running = true;
       return ranAt === undefined ? new Promise<number>(() => {}) : Promise.resolve(ranAt);
     },
+    routeFaults: () => {},
     stop: async () => {},
   };
   return machine as unknown as GuestMachine;
@@ -37,11 +39,8 @@ const spec: MachineSpec = {
   faultLimit: 64,
 };
 
-/** Every page (all zeros) by the bulk lane, then the switchover: the migration completes. */
-async function migrateInto(
-  machine: GuestMachine,
-  ramZeroed = true,
-): Promise<{ switchedAt: number; resumedAt: number }> {
+/** A destination driver for `machine` over fake lanes. */
+function incoming(machine: GuestMachine, ramZeroed = true) {
   const lanes = { control: fakeLane('control'), bulk: fakeLane('bulk'), urgent: fakeLane('urgent') };
   const driver = new DestinationDriver(
     machine,
@@ -49,27 +48,42 @@ async function migrateInto(
     () => {},
     { ramZeroed },
   );
-  const zeroMask = new Uint8Array([0b1111]);
-  lanes.control.deliver({
-    type: 'pages',
-    batch: {
-      kind: 'bulk',
-      runs: [0, PAGES],
-      pageCount: PAGES,
-      zeroCount: PAGES,
-      zeroMask,
-      data: new Uint8Array(0),
-    },
-  });
+  return { lanes, driver };
+}
+
+/** Every page of the VM, all zeros. */
+const allPages: Message = {
+  type: 'pages',
+  batch: {
+    kind: 'bulk',
+    runs: [0, PAGES],
+    pageCount: PAGES,
+    zeroCount: PAGES,
+    zeroMask: new Uint8Array([0b1111]),
+    data: new Uint8Array(0),
+  },
+};
+
+function switchover(lane: FakeLane, postcopy: boolean): void {
   const deviceState = encodeDeviceState({ spec, pending: [], nextRequestId: 1 });
-  const switchedAt = performance.timeOrigin + performance.now();
-  lanes.control.deliver({
+  lane.deliver({
     type: 'switchover',
-    postcopy: false,
+    postcopy,
     discard: [],
     deviceState,
     deviceStateBytes: deviceState.length,
   });
+}
+
+/** Every page (all zeros) by the bulk lane, then the switchover: the migration completes. */
+async function migrateInto(
+  machine: GuestMachine,
+  ramZeroed = true,
+): Promise<{ switchedAt: number; resumedAt: number }> {
+  const { lanes, driver } = incoming(machine, ramZeroed);
+  lanes.control.deliver(allPages);
+  const switchedAt = performance.timeOrigin + performance.now();
+  switchover(lanes.control, false);
   const r = await driver.done;
   assert.equal(r.outcome, 'completed', r.reason);
   return { switchedAt, resumedAt: r.resumedAt };
@@ -105,51 +119,14 @@ test("into RAM a former VM left its data in, the migration's zero pages are writ
 
 test('in postcopy the destination says it resumed once a vCPU ran, and the control messages after wait behind', async () => {
   let ran!: (at: number) => void;
-  const ram = GuestRam.create(PAGES * 4096, false);
-  const machine = {
-    ram,
-    running: false,
-    onFault: () => {},
-    pagesArrived: () => {},
-    routeFaults: () => {},
-    resume: () => {
-      machine.running = true;
-      return new Promise<number>((r) => {
-        ran = r;
-      });
-    },
-    stop: async () => {},
-  } as unknown as GuestMachine;
-  const lanes = { control: fakeLane('control'), bulk: fakeLane('bulk'), urgent: fakeLane('urgent') };
-  const driver = new DestinationDriver(machine, {
-    control: lanes.control.conn,
-    bulk: lanes.bulk.conn,
-    urgent: lanes.urgent.conn,
-  } satisfies Lanes);
-  const deviceState = encodeDeviceState({ spec, pending: [], nextRequestId: 1 });
-  lanes.bulk.deliver({
-    type: 'switchover',
-    postcopy: true,
-    discard: [],
-    deviceState,
-    deviceStateBytes: deviceState.length,
-  });
+  const { lanes, driver } = incoming(fakeMachine(new Promise<number>((r) => (ran = r))));
+  switchover(lanes.bulk, true);
   const said = () => lanes.control.sent.map((m) => m.type);
   await new Promise((r) => setTimeout(r, 10));
   assert.equal(driver.destination.phase, 'postcopy');
   assert.deepEqual(said(), [], 'nothing before a vCPU ran');
   // every page arrives meanwhile: the end waits behind the word
-  lanes.bulk.deliver({
-    type: 'pages',
-    batch: {
-      kind: 'bulk',
-      runs: [0, PAGES],
-      pageCount: PAGES,
-      zeroCount: PAGES,
-      zeroMask: new Uint8Array([0b1111]),
-      data: new Uint8Array(0),
-    },
-  });
+  lanes.bulk.deliver(allPages);
   lanes.bulk.deliver({ type: 'complete', totalPages: PAGES });
   await new Promise((r) => setTimeout(r, 10));
   assert.deepEqual(said(), []);
@@ -160,22 +137,9 @@ test('in postcopy the destination says it resumed once a vCPU ran, and the contr
 });
 
 test('a vCPU that never says it ran holds the word only briefly', async () => {
-  const machine = fakeMachine(undefined);
-  const lanes = { control: fakeLane('control'), bulk: fakeLane('bulk'), urgent: fakeLane('urgent') };
-  new DestinationDriver(machine, {
-    control: lanes.control.conn,
-    bulk: lanes.bulk.conn,
-    urgent: lanes.urgent.conn,
-  } satisfies Lanes);
-  const deviceState = encodeDeviceState({ spec, pending: [], nextRequestId: 1 });
+  const { lanes } = incoming(fakeMachine(undefined));
   const t0 = performance.now();
-  lanes.bulk.deliver({
-    type: 'switchover',
-    postcopy: true,
-    discard: [],
-    deviceState,
-    deviceStateBytes: deviceState.length,
-  });
+  switchover(lanes.bulk, true);
   while (lanes.control.sent.length === 0 && performance.now() - t0 < 1000)
     await new Promise((r) => setTimeout(r, 5));
   const waited = performance.now() - t0;

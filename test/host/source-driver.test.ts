@@ -73,7 +73,8 @@ for (const mode of ['precopy', 'postcopy'] as const) {
   });
 }
 
-test("after a postcopy switchover the push waits for the destination's word that the guest runs there", async () => {
+/** A postcopy of a 256-page guest over fake lanes, up to its switchover leaving. */
+async function toSwitchover() {
   const vm = fakeMachine(256);
   const lanes = { control: fakeLane('control'), bulk: fakeLane('bulk'), urgent: fakeLane('urgent') };
   const l: Lanes = { control: lanes.control.conn, bulk: lanes.bulk.conn, urgent: lanes.urgent.conn };
@@ -85,8 +86,13 @@ test("after a postcopy switchover the push waits for the destination's word that
   driver.start();
   for (let i = 0; i < 50 && !vm.pausing(); i++) await tick();
   vm.finishPause({ pending: [] } as unknown as DeviceState);
-  for (let i = 0; i < 50 && !lanes.bulk.sent.some((m) => m.type === 'switchover'); i++) await tick();
   const types = () => lanes.bulk.sent.map((m) => m.type);
+  for (let i = 0; i < 50 && !types().includes('switchover'); i++) await tick();
+  return { lanes, driver, types };
+}
+
+test("after a postcopy switchover the push waits for the destination's word that the guest runs there", async () => {
+  const { lanes, driver, types } = await toSwitchover();
   assert.deepEqual(types(), ['switchover']);
   // a demand is answered at once, on the urgent lane
   lanes.urgent.deliver({ type: 'demand', pfns: [200] });
@@ -99,36 +105,18 @@ test("after a postcopy switchover the push waits for the destination's word that
   assert.deepEqual(types(), ['switchover'], 'no page pushed before the destination resumed');
   lanes.control.deliver({ type: 'resumed' });
   for (let i = 0; i < 50 && types().length < 3; i++) await tick();
-  assert.ok(
-    types().length >= 3 &&
-      types()
-        .slice(1)
-        .every((t) => t === 'pages'),
-    types().join(' '),
-  );
+  const after = types().slice(1);
+  assert.ok(after.length >= 2 && after.every((t) => t === 'pages'), types().join(' '));
   lanes.control.deliver({ type: 'done' });
   assert.equal((await driver.done).outcome, 'completed');
 });
 
 test('a destination that never says it resumed holds the push only briefly', async () => {
-  const vm = fakeMachine(256);
-  const lanes = { control: fakeLane('control'), bulk: fakeLane('bulk'), urgent: fakeLane('urgent') };
-  const l: Lanes = { control: lanes.control.conn, bulk: lanes.bulk.conn, urgent: lanes.urgent.conn };
-  const driver = new SourceDriver(vm.machine, l, {
-    ...DEFAULT_CONFIG,
-    mode: 'postcopy',
-    deviceStateBytes: 0,
-  });
-  driver.start();
-  for (let i = 0; i < 50 && !vm.pausing(); i++) await tick();
-  vm.finishPause({ pending: [] } as unknown as DeviceState);
   const t0 = performance.now();
-  for (let i = 0; i < 200 && !lanes.bulk.sent.some((m) => m.type === 'pages'); i++) await tick();
+  const { lanes, driver, types } = await toSwitchover();
+  for (let i = 0; i < 200 && !types().includes('pages'); i++) await tick();
   const waited = performance.now() - t0;
-  assert.ok(
-    lanes.bulk.sent.some((m) => m.type === 'pages'),
-    'the push started',
-  );
+  assert.ok(types().includes('pages'), 'the push started');
   assert.ok(waited >= 90 && waited < 1000, `the push waited ${waited.toFixed(0)} ms`);
   lanes.control.deliver({ type: 'done' });
   await driver.done;
