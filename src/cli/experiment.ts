@@ -226,6 +226,8 @@ async function runReal(
           `${m.outcome}, total ${formatMs(m.totalTimeMs)}, downtime ${formatMs(m.downtimeMs)}, ` +
             `${t.clients.requests} requests by ${t.clients.tool}, ${t.clients.errors} errors`,
         );
+        if (t.probeError)
+          console.log(`    (the destination's downlink queue went unmeasured: ${t.probeError})`);
         trials.push(t);
       }
     }
