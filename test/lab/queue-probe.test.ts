@@ -18,7 +18,9 @@ test("the backlog is the root qdisc's, in bytes, whatever the plain output would
 
 test('a probe samples a device until stopped, one query at a time', async () => {
   const probe = new QueueProbe({ dev: 'lo', netns: null, everyMs: 2 });
-  await new Promise((r) => setTimeout(r, 150));
+  // (a busy machine may take a while to start tc)
+  for (let i = 0; i < 500 && probe.samples.length < 5 && probe.error === undefined; i++)
+    await new Promise((r) => setTimeout(r, 10));
   await probe.stop();
   assert.equal(probe.error, undefined);
   assert.ok(probe.samples.length >= 5, `${probe.samples.length} samples`);
@@ -32,7 +34,7 @@ test('a probe samples a device until stopped, one query at a time', async () => 
 
 test('a probe of a device that is not there stops at once, naming it', async () => {
   const probe = new QueueProbe({ dev: 'ferry-no-such0', netns: null });
-  await new Promise((r) => setTimeout(r, 100));
+  for (let i = 0; i < 500 && probe.error === undefined; i++) await new Promise((r) => setTimeout(r, 10));
   await probe.stop();
   assert.equal(probe.samples.length, 0);
   assert.match(probe.error ?? '', /ferry-no-such0/);
