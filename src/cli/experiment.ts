@@ -10,7 +10,7 @@ import { pickClient } from '../lab/clients.ts';
 import { type LabEnd, measureGoodput } from '../lab/goodput.ts';
 import { isRoot, startLab } from '../lab/lab.ts';
 import { type Cluster, startLoopback } from '../lab/loopback.ts';
-import { type Dip, runTrial, type TrialResult } from '../lab/trial.ts';
+import { type Dip, type RequestTimes, runTrial, type TrialResult } from '../lab/trial.ts';
 import { warmHosts } from '../lab/warmup.ts';
 import type { Report } from '../report/schema.ts';
 import { compareVariants, formatMs, table } from '../report/summary.ts';
@@ -262,6 +262,8 @@ function sideBySide(real: Report, sim: Report): Report {
 
 function dipTable(trials: TrialResult[]): string {
   const pct = (x: number) => `${Math.round(x * 100)}%`;
+  // a request's way outside the guest: its connection's cycle less its time in the guest
+  const outside = (r: RequestTimes | null) => (r ? formatMs(Math.max(0, r.cycleMs - r.guestMs)) : '—');
   return table(
     [
       'run',
@@ -269,6 +271,8 @@ function dipTable(trials: TrialResult[]): string {
       'first 1 s',
       'lowest 100 ms',
       'back to 90%',
+      'outside the guest, before / postcopy',
+      'downlink queue',
       'client errors',
       'connections lost',
     ],
@@ -278,6 +282,8 @@ function dipTable(trials: TrialResult[]): string {
       pct(t.dip.first1s),
       pct(t.dip.lowestBin),
       t.dip.recoveryMs >= 0 ? formatMs(t.dip.recoveryMs) : 'not in the run',
+      `${outside(t.requestTimes.baseline)} / ${outside(t.requestTimes.postcopy)}`,
+      t.downlinkQueueUs !== undefined ? formatMs(t.downlinkQueueUs / 1000) : '—',
       String(t.clients.errors),
       String(t.clients.connectionsLost),
     ]),

@@ -44,6 +44,9 @@ test('--both: real runs through the switch without a client error, side by side 
   assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
   assert.match(r.stdout, /kv-postcopy-cooperative .* by (redis-benchmark|the built-in)/);
   assert.match(r.stdout, /within 15%/);
+  // the dip table shows each run's way outside the guest; a precopy has no postcopy part
+  assert.match(r.stdout, /outside the guest, before \/ postcopy/);
+  assert.match(r.stdout, /kv-precopy .* [\d.]+ ms \/ — /);
   const out = JSON.parse(readFileSync(json, 'utf8')) as {
     real: Report;
     runs: {
