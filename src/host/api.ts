@@ -38,10 +38,6 @@ export interface MemoryProfile {
   vcpuRunMs: number;
   /** The vCPU threads' time runnable but waiting for a host core during the sample. */
   vcpuWaitMs: number;
-  /** The host's main thread (it carries the VM's connections) on a core during the sample. */
-  hostRunMs: number;
-  /** The host's main thread runnable but waiting for a core during the sample. */
-  hostWaitMs: number;
   /** Requests the guest's tasks completed during the sample. */
   requests: number;
 }

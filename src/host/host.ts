@@ -364,9 +364,7 @@ export class Host {
     const before = await machine.collectStats();
     ram.syncDirty(dirty);
     dirty.clear();
-    const hostBase = threadTime();
     await new Promise((r) => setTimeout(r, sampleMs));
-    const host = threadTimeSince(hostBase);
     ram.syncDirty(dirty);
     const after = await machine.collectStats();
     return {
@@ -376,8 +374,6 @@ export class Host {
       sampleMs,
       vcpuRunMs: Math.max(0, after.runMs - before.runMs),
       vcpuWaitMs: Math.max(0, after.waitMs - before.waitMs),
-      hostRunMs: host.runMs,
-      hostWaitMs: host.waitMs,
       requests: Math.max(0, after.ops - before.ops),
     };
   }

@@ -412,10 +412,6 @@ describe('two hosts', () => {
     // two vCPU threads, at most both on a core the whole time
     assert.ok(p.vcpuRunMs > 0 && p.vcpuRunMs <= 2 * 500 * 1.2, `${p.vcpuRunMs} ms of vCPU time`);
     assert.ok(p.vcpuWaitMs >= 0, `${p.vcpuWaitMs} ms waiting for a core`);
-    // the host's main thread carried the requests in and the replies out
-    // (one thread: at most the sample, which a late timer may stretch a little)
-    assert.ok(p.hostRunMs > 0 && p.hostRunMs <= 500 * 1.5, `${p.hostRunMs} ms of the host's main thread`);
-    assert.ok(p.hostWaitMs >= 0);
     await assert.rejects(
       api(host.host, 'GET', `/v1/vms/${VM}/memory?sampleMs=5`),
       /sampleMs: '5' must be from 10 to 60000/,
