@@ -7,7 +7,7 @@
 
 import type { MigrationMode } from '../engine/config.ts';
 import type { ClientKind } from '../lab/clients.ts';
-import { fillSize, type TrialResult } from '../lab/trial.ts';
+import { fillSize, type RequestTimes, type TrialResult } from '../lab/trial.ts';
 import type { MigrationReport, Report } from '../report/schema.ts';
 import { formatBytes, formatMs, table } from '../report/summary.ts';
 import { BIN_MS } from '../report/throughput.ts';
@@ -129,6 +129,13 @@ export interface Measured {
    * measured): the clients' requests to the VM there waited it out.
    */
   downlinkQueueUs?: number;
+  /**
+   * In postcopy, how many times as long the clients' way through the hosts took as before
+   * the migration (0: not measured): their time outside the guest, less the destination
+   * downlink's queue (the twin's host carries that), and crossing between the host's
+   * thread and the vCPUs', per request.
+   */
+  pathSlowdown?: number;
 }
 
 /** Mean of a latency histogram ([upper bound, count] per power-of-two bucket), at ¾ of each bound. */
@@ -169,6 +176,16 @@ function asyncFaultCpuUs(t: TrialResult, cpuMsPerRequest: number): number {
   if (m.mode !== 'postcopy' || !m.cooperative || m.asyncFaults === 0) return 0;
   const requestsMs = postcopyRequests(t.report, m) * cpuMsPerRequest;
   return (Math.max(0, m.vcpuRunMs - requestsMs) * 1000) / (m.asyncFaults + m.syncFaults);
+}
+
+/** See Measured.pathSlowdown. */
+function pathSlowdown(t: TrialResult): number {
+  const { baseline, postcopy } = t.requestTimes ?? {};
+  if (!baseline?.requests || !postcopy?.requests) return 0;
+  const path = (r: RequestTimes, queueMs: number) =>
+    Math.max(0, r.cycleMs - r.guestMs - queueMs) + (r.hopMs ?? 0);
+  const before = path(baseline, 0);
+  return before > 0 ? path(postcopy, (t.downlinkQueueUs ?? 0) / 1000) / before : 0;
 }
 
 /** The destination's main thread's time on a core over the postcopy, as a share of it. */
@@ -216,6 +233,7 @@ export function measuredRuns(trials: TrialResult[]): Map<string, Measured> {
           faultWakeUs: faultWakeUs(m),
           asyncFaultCpuUs: asyncFaultCpuUs(t, cpuMsPerRequest),
           downlinkQueueUs: t.downlinkQueueUs ?? 0,
+          pathSlowdown: pathSlowdown(t),
         },
       ];
     }),
@@ -383,6 +401,20 @@ function twinContention(mode: MigrationMode, m: Measured | undefined): number {
   return Math.max(0, (1 + m.hostContention) / (1 + (m.baselineContention ?? 0)) - 1);
 }
 
+/**
+ * How much the migration slows the twin's clients' way through the hosts: in a postcopy,
+ * as measured when it was (the host's threads it crosses wait for cores, the destination's
+ * main thread installs pages meanwhile, and how much that costs a request is hard to
+ * foresee); otherwise as the host contention and the destination's busy share make it.
+ */
+function twinPath(
+  mode: MigrationMode,
+  m: Measured | undefined,
+): { pathContention: number } | { hostBusy: number } {
+  if (mode === 'postcopy' && m?.pathSlowdown) return { pathContention: Math.max(0, m.pathSlowdown - 1) };
+  return { hostBusy: m?.hostBusy ?? 0 };
+}
+
 /** The link the real runs had. */
 export interface PaperLink {
   /** Pages' goodput ÷ line rate (default: TCP over Ethernet). */
@@ -401,7 +433,7 @@ export interface PaperLink {
  * 1 Gbit/s link. `measured` (by run name) sets each VM's memory in use, its server speed
  * (CPU per request, from the measured request rate), its set-up time, the hosts' demand
  * latency and how much the migration slowed the guest (host contention) and its clients'
- * way through the host (host busy); `link` the lab's efficiency and uplink queue.
+ * way through the hosts (twinPath); `link` the lab's efficiency and uplink queue.
  */
 export function paperScenarios(
   config: PaperConfig,
@@ -445,7 +477,7 @@ export function paperScenarios(
             usedMiB: Math.max(1, (m?.usedPages ?? footprintPages(config, a.app)) / 256),
             vcpus: config.vcpus,
             hostContention: twinContention(v.mode, m),
-            hostBusy: m?.hostBusy ?? 0,
+            ...twinPath(v.mode, m),
             faultWakeUs: m?.faultWakeUs ?? 0,
             ...(m?.asyncFaultCpuUs
               ? { asyncFaultCpuUs: m.asyncFaultCpuUs * (1 + (m.baselineContention ?? 0)) }

@@ -12,6 +12,7 @@ import {
   CONTROL_ABORT,
   CONTROL_PAUSE,
   controlWords,
+  epochMs,
   type FromVcpu,
   noStats,
   type Request,
@@ -51,6 +52,16 @@ export function kernelPages(vcpus: number): number {
   return vcpus;
 }
 
+/** A request's reply, and the time it spent between the host's thread and the vCPU's. */
+export interface Served {
+  reply: Uint8Array;
+  /**
+   * Its crossings between threads: waiting for a halted vCPU's thread to take it, and the
+   * reply's wait for the host's thread (ms). Both wait for host cores, not for the guest.
+   */
+  hopMs: number;
+}
+
 export class GuestMachine {
   readonly control: Int32Array;
   private readonly workers: Worker[] = [];
@@ -60,7 +71,7 @@ export class GuestMachine {
    */
   private readonly inHand = new Map<
     number,
-    { vcpu: number; req: Request; caller?: { resolve: (b: Uint8Array) => void; reject: (e: Error) => void } }
+    { vcpu: number; req: Request; caller?: { resolve: (s: Served) => void; reject: (e: Error) => void } }
   >();
   /** Replies received from each vCPU, to compare with the count it posted. */
   private readonly repliesIn: number[] = [];
@@ -167,7 +178,7 @@ export class GuestMachine {
         this.repliesIn[r.vcpu]++;
         if (r.caller) {
           this.outstanding[r.vcpu]--;
-          r.caller.resolve(msg.bytes);
+          r.caller.resolve({ reply: msg.bytes, hopMs: msg.wokeMs + Math.max(0, epochMs() - msg.at) });
         }
         return;
       }
@@ -254,8 +265,8 @@ export class GuestMachine {
     }
   }
 
-  /** Serves one request (the guest's "NIC"): resolves with the reply bytes. */
-  execute(args: Uint8Array[]): Promise<Uint8Array> {
+  /** Serves one request (the guest's "NIC"): resolves with the reply. */
+  execute(args: Uint8Array[]): Promise<Served> {
     if (!this.running) return Promise.reject(new Error('the VM is not running here'));
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
@@ -263,7 +274,7 @@ export class GuestMachine {
       this.outstanding[v] = (this.outstanding[v] ?? 0) + 1;
       const req = { id, args };
       this.inHand.set(id, { vcpu: v, req, caller: { resolve, reject } });
-      this.workers[v].postMessage({ type: 'request', req } satisfies ToVcpu);
+      this.workers[v].postMessage({ type: 'request', req, at: epochMs() } satisfies ToVcpu);
     });
   }
 

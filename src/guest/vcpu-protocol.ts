@@ -57,7 +57,8 @@ export type ToVcpu =
       kernelPage: number;
       pending: Request[];
     }
-  | { type: 'request'; req: Request }
+  /** `at`: when the host handed it in (epochMs). */
+  | { type: 'request'; req: Request; at: number }
   | { type: 'ready'; token: number }
   /**
    * Where remote faults go from now on, and "page ready" comes back from: a port to the
@@ -79,7 +80,11 @@ export interface FaultReport {
 }
 
 export type FromVcpu =
-  | { type: 'reply'; id: number; bytes: Uint8Array }
+  /**
+   * `wokeMs`: the request's wait for its halted vCPU's thread to take it (0: the vCPU was
+   * running); `at`: when the reply left (epochMs).
+   */
+  | { type: 'reply'; id: number; bytes: Uint8Array; wokeMs: number; at: number }
   | FaultReport
   | { type: 'paused'; vcpu: number; seq: number; pending: Request[]; stats: VcpuStats }
   | { type: 'started'; vcpu: number }
@@ -102,6 +107,9 @@ export interface VcpuStats {
   /** Time async-faulted tasks waited, from their park to their page-ready reaching the vCPU. */
   parkedMs: number;
 }
+
+/** Now, in ms since the epoch with sub-ms precision: comparable across threads. */
+export const epochMs = (): number => performance.timeOrigin + performance.now();
 
 export function noStats(): VcpuStats {
   return { asyncFaults: 0, syncFaults: 0, blockedMs: 0, ops: 0, runMs: 0, waitMs: 0, parkedMs: 0 };

@@ -19,6 +19,7 @@ import {
   CONTROL_APP_LOCK,
   CONTROL_PAUSE,
   controlWords,
+  epochMs,
   type FromVcpu,
   type GuestApp,
   noStats,
@@ -133,6 +134,11 @@ let stopping = false;
 const parkedAt = new Map<number, number>();
 const stats: VcpuStats = noStats();
 
+/** When the vCPU last halted (epochMs): a request handed in since then woke it. */
+let haltedAt = 0;
+/** Each request that woke the vCPU (by id): its wait for the thread to take it, ms. */
+const woke = new Map<number, number>();
+
 /** This thread's time on a core and waiting for one, counted from the last resume. */
 let schedBase = threadTime();
 
@@ -198,6 +204,7 @@ function drain(): void {
   } finally {
     // every reply of this run is posted (and counted) before the host can see the halt
     Atomics.store(control, state, VCPU_HALTED);
+    haltedAt = epochMs();
   }
 }
 
@@ -233,7 +240,8 @@ function runTask(t: number): void {
     }
     stats.ops++;
     Atomics.add(control, vcpuRepliesWord(vcpu), 1);
-    post({ type: 'reply', id: req.id, bytes });
+    post({ type: 'reply', id: req.id, bytes, wokeMs: woke.get(req.id) ?? 0, at: epochMs() });
+    woke.delete(req.id);
     slot.req = null;
     const next = queue.shift();
     if (next) slot.req = next;
@@ -297,6 +305,7 @@ async function onMessage(m: ToVcpu): Promise<void> {
         return;
       }
       case 'request':
+        if (m.at >= haltedAt) woke.set(m.req.id, Math.max(0, epochMs() - m.at));
         queue.push(m.req);
         assign();
         drain();
@@ -323,6 +332,7 @@ async function onMessage(m: ToVcpu): Promise<void> {
         paused = true;
         // requests in progress or parked start over wherever the guest runs next
         const pending = pendingRequests();
+        woke.clear(); // handed back: the next host hands them in anew
         resetTasks(kernel.options.cooperative);
         post({ type: 'paused', vcpu, seq: m.seq, pending, stats: { ...stats } });
         return;
@@ -330,7 +340,7 @@ async function onMessage(m: ToVcpu): Promise<void> {
       case 'resume':
         paused = false;
         Atomics.store(control, vcpuStateWord(vcpu), VCPU_HALTED); // let go of a hold
-        post({ type: 'resumed', vcpu, at: performance.timeOrigin + performance.now() });
+        post({ type: 'resumed', vcpu, at: epochMs() });
         schedBase = threadTime();
         kernel.setCooperative(m.cooperative);
         queue.push(...m.pending);

@@ -20,10 +20,11 @@ export interface VmInfo {
    */
   appStats?: Record<string, number>;
   /**
-   * Client connections open now; requests answered since the VM was created (on any host)
-   * and their time in the guest, handed to it until answered (ms).
+   * Client connections open now; requests answered since the VM was created (on any host),
+   * their time in the guest, handed to it until answered (ms), and the part of that spent
+   * crossing between the host's thread and the vCPUs' (ms).
    */
-  clients?: { connections: number; served: number; servedMs: number };
+  clients?: { connections: number; served: number; servedMs: number; hopMs: number };
 }
 
 /** What a VM's memory holds, how fast its guest writes it and how busy it is (outside migrations). */

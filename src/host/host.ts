@@ -268,7 +268,12 @@ export class Host {
       state: vm.state,
       endpoint: vm.address,
       appStats: appStatsOf(vm),
-      clients: { connections: vm.nic.connections, served: vm.nic.served, servedMs: vm.nic.servedMs },
+      clients: {
+        connections: vm.nic.connections,
+        served: vm.nic.served,
+        servedMs: vm.nic.servedMs,
+        hopMs: vm.nic.hopMs,
+      },
     }));
   }
 

@@ -22,6 +22,8 @@ export interface NicState {
   served: number;
   /** Their time in the guest, from handed to it to answered, ms (moves with it too). */
   servedMs?: number;
+  /** The part of it spent crossing between the host's thread and the vCPUs' (see Served). */
+  hopMs?: number;
   conns: {
     id: number;
     unparsed: string;
@@ -54,6 +56,8 @@ export class VmNic {
    * cycle is their way outside it (client, switch, host threads, links).
    */
   servedMs = 0;
+  /** The part of servedMs the requests spent crossing between threads (see Served). */
+  hopMs = 0;
 
   constructor(
     private readonly protocol: WireProtocol,
@@ -105,12 +109,13 @@ export class VmNic {
     const req = c.queue[0];
     const since = performance.now();
     m.execute(req.args).then(
-      (reply) => {
+      ({ reply, hopMs }) => {
         c.busy = false;
         if (this.conns.get(c.id) !== c) return;
         c.queue.shift();
         this.served++;
         this.servedMs += performance.now() - since;
+        this.hopMs += hopMs;
         c.wire.write(reply);
         if (req.close) this.drop(c);
         else this.next(c);
@@ -132,6 +137,7 @@ export class VmNic {
     return {
       served: this.served,
       servedMs: this.servedMs,
+      hopMs: this.hopMs,
       conns: [...this.conns.values()].map((c) => ({
         id: c.id,
         unparsed: b64(c.framer.pending()),
@@ -146,6 +152,7 @@ export class VmNic {
   restore(state: NicState, wire: (id: number) => Wire): void {
     this.served = state.served;
     this.servedMs = state.servedMs ?? 0;
+    this.hopMs = state.hopMs ?? 0;
     for (const s of state.conns) {
       const framer = this.protocol.framer();
       const rest = unb64(s.unparsed);

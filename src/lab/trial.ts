@@ -65,8 +65,11 @@ export interface TrialProgress {
  */
 export interface RequestTimes {
   requests: number;
+  /** Means per request: the clients' cycle, its time in the guest… */
   cycleMs: number;
   guestMs: number;
+  /** …and the part of that spent crossing between the host's thread and the vCPUs'. */
+  hopMs: number;
 }
 
 /** How the workload fared around the switchover. */
@@ -293,9 +296,11 @@ export async function runTrial(o: TrialOptions): Promise<TrialResult> {
  * the VM, so the largest value seen is the count so far) and turns the samples into
  * requests per 100 ms bin.
  */
+const NONE_SERVED = { served: 0, servedMs: 0, hopMs: 0 };
+
 class ServedSampler {
-  /** [when, requests answered, their time in the guest (ms)] */
-  private samples: [number, number, number][] = [];
+  /** [when, requests answered, their time in the guest, their time crossing threads (ms)] */
+  private samples: [number, number, number, number][] = [];
   private running = false;
   private loop: Promise<void> | undefined;
 
@@ -326,16 +331,16 @@ class ServedSampler {
     const seen = await Promise.all(
       this.hosts.map((h) =>
         (this.get(h, '/v1/vms') as Promise<VmInfo[]>).then(
-          (vms) => vms.find((v) => v.name === this.vm)?.clients ?? { served: 0, servedMs: 0 },
-          () => ({ served: 0, servedMs: 0 }),
+          (vms) => vms.find((v) => v.name === this.vm)?.clients ?? NONE_SERVED,
+          () => NONE_SERVED,
         ),
       ),
     );
     // the host that has answered the most runs the VM (or ran it last)
-    const best = seen.reduce((a, b) => (b.served > a.served ? b : a), { served: 0, servedMs: 0 });
+    const best = seen.reduce((a, b) => (b.served > a.served ? b : a), NONE_SERVED);
     const last = this.samples.at(-1);
-    if (last && last[1] >= best.served) this.samples.push([now(), last[1], last[2]]);
-    else this.samples.push([now(), best.served, best.servedMs]);
+    if (last && last[1] >= best.served) this.samples.push([now(), last[1], last[2], last[3]]);
+    else this.samples.push([now(), best.served, best.servedMs, best.hopMs]);
   }
 
   /** Requests answered per second over the last second. */
@@ -347,8 +352,8 @@ class ServedSampler {
     return end[0] > from[0] ? ((end[1] - from[1]) * 1000) / (end[0] - from[0]) : 0;
   }
 
-  /** Counter `k` (1: requests, 2: their time in the guest) at time `t`, interpolated between samples. */
-  private at(t: number, k: 1 | 2): number {
+  /** Counter `k` (1: requests, 2: their time in the guest, 3: crossing threads) at time `t`, interpolated. */
+  private at(t: number, k: 1 | 2 | 3): number {
     const s = this.samples;
     if (s.length === 0) return 0;
     if (t <= s[0][0]) return s[0][k];
@@ -375,10 +380,12 @@ class ServedSampler {
   requestTimes(from: number, to: number, connections: number): RequestTimes {
     const requests = this.at(to, 1) - this.at(from, 1);
     const guestMs = this.at(to, 2) - this.at(from, 2);
+    const hopMs = this.at(to, 3) - this.at(from, 3);
     return {
       requests: Math.round(requests),
       cycleMs: requests > 0 ? round3(((to - from) * connections) / requests) : 0,
       guestMs: requests > 0 ? round3(guestMs / requests) : 0,
+      hopMs: requests > 0 ? round3(hopMs / requests) : 0,
     };
   }
 }

@@ -151,9 +151,10 @@ export class SimMigration {
       if (rt) {
         // every host thread waits for a core; the clients' path also waits its turn on
         // the thread that installs the pages
-        const { hostContention, hostBusy } = this.vm.spec;
+        const { hostContention, pathContention, hostBusy } = this.vm.spec;
         rt.cpuFactor = 1 + hostContention;
-        rt.pathFactor = (1 + hostContention) / (1 - hostBusy);
+        rt.pathFactor =
+          pathContention !== undefined ? 1 + pathContention : (1 + hostContention) / (1 - hostBusy);
       }
       this.source.start(this.queue.now);
       this.afterSource();

@@ -172,6 +172,11 @@ const Vm = z
      */
     hostContention: z.number().min(0, 'host contention must be ≥ 0').default(0),
     /**
+     * Meanwhile the clients' way through the hosts (the workload's `pathMs`) takes (1 + this)
+     * times as long; by default (1 + hostContention) ÷ (1 − hostBusy) − 1 (see hostBusy).
+     */
+    pathContention: z.number().min(0, 'path contention must be ≥ 0').optional(),
+    /**
      * Share of the time the migration keeps busy the host thread its clients' requests cross
      * (it installs the pages): meanwhile their way outside the guest (`pathMs`) goes at
      * (1 − this) of its speed, on top of the host contention (0: the path has a thread of

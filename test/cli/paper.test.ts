@@ -267,3 +267,31 @@ test("the destination's measured downlink queue goes to the twin's destination h
   assert.equal(a.downlinkQueueUs, 0);
   assert.ok(hosts({ loopback: true }).every((h) => h.downlinkQueueUs === 0));
 });
+
+test("a postcopy twin's clients' way through the hosts slows as much as the measured one did", () => {
+  const t = trial('kv-postcopy-cooperative', true, { asyncFaults: 10, vcpuParkedMs: 50 });
+  // before: 0.6 ms of the cycle outside the guest, 0.2 ms of its time in it crossing threads
+  // (0.8 ms in all); in the postcopy 4 ms outside, 1.5 of them in the downlink's queue (the
+  // twin's host carries that), and 0.6 ms crossing threads: 3.1 ms
+  (t as { downlinkQueueUs?: number }).downlinkQueueUs = 1500;
+  (t as { requestTimes: unknown }).requestTimes = {
+    baseline: { requests: 9000, cycleMs: 1, guestMs: 0.4, hopMs: 0.2 },
+    postcopy: { requests: 900, cycleMs: 8, guestMs: 4, hopMs: 0.6 },
+  };
+  const m = measuredRuns([t]).get('kv-postcopy-cooperative')!;
+  assert.ok(Math.abs(m.pathSlowdown! - 3.1 / 0.8) < 1e-9, `${m.pathSlowdown}`);
+  const twin = (x: typeof m, run = 'kv-postcopy-cooperative') =>
+    paperScenarios(PAPER, new Map([[run, x]]), {}).find((v) => v.name === run)!.scenario.vms[0];
+  const vm = twin({ ...m, hostBusy: 0.3 });
+  assert.ok(Math.abs(vm.pathContention! - (3.1 / 0.8 - 1)) < 1e-9);
+  // the measured slowdown stands for the busy share and the contention on the path
+  assert.equal(vm.hostBusy, 0);
+  // without the measure (a report from before it), the busy share as before
+  const unmeasured = twin({ ...m, pathSlowdown: 0, hostBusy: 0.3 });
+  assert.equal(unmeasured.pathContention, undefined);
+  assert.equal(unmeasured.hostBusy, 0.3);
+  delete (t as { requestTimes?: unknown }).requestTimes;
+  assert.equal(measuredRuns([t]).get('kv-postcopy-cooperative')!.pathSlowdown, 0);
+  // precopy's path slows with its measured contention
+  assert.equal(twin(m, 'kv-precopy').pathContention, undefined);
+});

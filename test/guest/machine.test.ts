@@ -38,7 +38,7 @@ async function withMachine(kind: string, body: (m: GuestMachine, errors: string[
 }
 
 const ask = async (m: GuestMachine, ...args: string[]) =>
-  new TextDecoder().decode(await m.execute(args.map((a) => new TextEncoder().encode(a))));
+  new TextDecoder().decode((await m.execute(args.map((a) => new TextEncoder().encode(a)))).reply);
 
 test('a handler that throws is answered with the app error, its writes rolled back', async () => {
   const m = await boot('answers');

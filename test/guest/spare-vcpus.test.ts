@@ -24,7 +24,7 @@ function spec(vcpus: number): MachineSpec {
 }
 
 const ask = async (m: GuestMachine, ...args: string[]) =>
-  new TextDecoder().decode(await m.execute(args.map((a) => new TextEncoder().encode(a))));
+  new TextDecoder().decode((await m.execute(args.map((a) => new TextEncoder().encode(a)))).reply);
 
 const until = async (ok: () => boolean, ms: number) => {
   for (const end = Date.now() + ms; !ok() && Date.now() < end; ) await new Promise((r) => setTimeout(r, 20));

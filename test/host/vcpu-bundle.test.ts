@@ -36,7 +36,7 @@ async function boot(module: string, kind: string): Promise<GuestMachine> {
 const asker =
   (m: GuestMachine) =>
   async (...args: string[]) =>
-    new TextDecoder().decode(await m.execute(args.map(text)));
+    new TextDecoder().decode((await m.execute(args.map(text))).reply);
 
 test('the bundle is one script named by its contents, made again the same', () => {
   const errors: string[] = [];

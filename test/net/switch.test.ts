@@ -9,7 +9,7 @@ import net from 'node:net';
 import { after, before, test } from 'node:test';
 import fc from 'fast-check';
 import { encodeBulk, encodeCommand, RESP_PROTOCOL, RespReplyParser } from '../../src/apps/resp.ts';
-import type { GuestMachine } from '../../src/guest/machine.ts';
+import type { GuestMachine, Served } from '../../src/guest/machine.ts';
 import { VmNic } from '../../src/host/nic.ts';
 import { SwitchPorts } from '../../src/host/switch-link.ts';
 import {
@@ -34,7 +34,7 @@ class FakeGuest {
   running = true;
   private inFlight: (() => void)[] = [];
   constructor(readonly host: string) {}
-  execute(args: Uint8Array[]): Promise<Uint8Array> {
+  execute(args: Uint8Array[]): Promise<Served> {
     if (!this.running) return Promise.reject(new Error('not running'));
     return new Promise((resolve, reject) => {
       const cancel = () => reject(new Error('stopped'));
@@ -42,7 +42,8 @@ class FakeGuest {
       setTimeout(
         () => {
           this.inFlight = this.inFlight.filter((c) => c !== cancel);
-          if (this.running) resolve(encodeBulk(`${this.host}:${Buffer.from(args[1]).toString()}`));
+          if (this.running)
+            resolve({ reply: encodeBulk(`${this.host}:${Buffer.from(args[1]).toString()}`), hopMs: 0 });
         },
         Math.random() < 0.5 ? 0 : 1,
       );

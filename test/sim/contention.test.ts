@@ -7,7 +7,7 @@ import { rate } from '../../src/report/throughput.ts';
 import { validateScenario } from '../../src/sim/scenario.ts';
 import { simulate } from '../../src/sim/world.ts';
 
-function run(hostContention: number, hostBusy = 0, connections?: number) {
+function run(hostContention: number, hostBusy = 0, connections?: number, pathContention?: number) {
   const scenario = validateScenario({
     name: 'contention',
     durationS: 60,
@@ -25,6 +25,7 @@ function run(hostContention: number, hostBusy = 0, connections?: number) {
         vcpus: 1,
         hostContention,
         hostBusy,
+        ...(pathContention === undefined ? {} : { pathContention }),
         workload: { kind: 'kv', keys: 20000, cpuMs: 0.4, ...(connections ? { connections, pathMs: 4 } : {}) },
         dirty: { rateMBps: 0 },
       },
@@ -60,4 +61,13 @@ test('a busy host thread slows only the clients’ way through the host, and onl
   const slowdown = busy.during / free.during;
   assert.ok(slowdown > 0.45 && slowdown < 0.62, `during the migration: ${busy.during} vs ${free.during}`);
   assert.ok(Math.abs(busy.after / free.after - 1) < 0.1, `after: ${busy.after} vs ${free.after}`);
+});
+
+test('a path contention of its own stands for the contention and the busy share on the clients’ way', () => {
+  // the path twice as long either way: a thread busy half the time, or contention 1 on the path alone
+  assert.deepEqual(run(0, 0, 2, 1), run(0, 0.5, 2));
+  // the guest's contention slows the guest and, by default, the path; with a path
+  // contention of its own, the guest only
+  assert.deepEqual(run(1, 0, 2, 1), run(1, 0, 2));
+  assert.notDeepEqual(run(1, 0, 2, 0), run(1, 0, 2));
 });
