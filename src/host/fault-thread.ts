@@ -10,6 +10,7 @@ import { type MessagePort, parentPort, workerData } from 'node:worker_threads';
 import type { Message, PageBatch, SourceMessage } from '../engine/messages.ts';
 import { GuestRam, INSTALLING, PRESENT, type RamBuffers } from '../guest/ram.ts';
 import type { FaultReport, ToVcpu } from '../guest/vcpu-protocol.ts';
+import { rehearseFaultPath } from './fault-rehearsal.ts';
 import { framePool } from './frame-pool.ts';
 import { delayedLane } from './lane-latency.ts';
 import { fillBatch, installBatch } from './pages.ts';
@@ -84,6 +85,9 @@ interface Migration {
   /** Source: demands are answered here. */
   serving: boolean;
 }
+
+/** Demands the thread rehearses at its start. */
+const REHEARSAL_ROUNDS = 1500;
 
 const port = parentPort!;
 const options = workerData as FaultThreadOptions;
@@ -301,3 +305,6 @@ const listener = await listenLanes({
   },
 });
 post({ type: 'listening', port: listener.port });
+// the path compiled before the first postcopy needs it (see fault-rehearsal.ts); in the
+// background, so that the host starts as soon as it listens
+void rehearseFaultPath(options.secret, REHEARSAL_ROUNDS).catch(() => {});
