@@ -1,4 +1,4 @@
-// A fault thread rehearses its path before it serves, as the vCPU threads rehearse their
+// A fault thread rehearses its path when it starts, as the vCPU threads rehearse their
 // apps: demands and their pages over an urgent lane to itself on loopback, each page read
 // from scratch RAM as a source answers it and installed into another as a destination
 // does. V8 compiles that path meanwhile, at the host's start, instead of during its first
