@@ -10,7 +10,7 @@ import { pickClient } from '../lab/clients.ts';
 import { type LabEnd, measureGoodput } from '../lab/goodput.ts';
 import { isRoot, startLab } from '../lab/lab.ts';
 import { type Cluster, startLoopback } from '../lab/loopback.ts';
-import { type Dip, type RequestTimes, runTrial, type TrialResult } from '../lab/trial.ts';
+import { type Dip, type RequestTimes, runTrial, type TrialResult, wayThroughHosts } from '../lab/trial.ts';
 import { warmHosts } from '../lab/warmup.ts';
 import type { Report } from '../report/schema.ts';
 import { compareVariants, formatMs, table } from '../report/summary.ts';
@@ -262,10 +262,7 @@ function sideBySide(real: Report, sim: Report): Report {
 
 function dipTable(trials: TrialResult[]): string {
   const pct = (x: number) => `${Math.round(x * 100)}%`;
-  // a request's way through the hosts: its connection's cycle less its time in the guest,
-  // and the part of that it spent crossing between the host's thread and the vCPUs'
-  const way = (r: RequestTimes | null) =>
-    r ? formatMs(Math.max(0, r.cycleMs - r.guestMs) + (r.hopMs ?? 0)) : '—';
+  const way = (r: RequestTimes | null) => (r ? formatMs(wayThroughHosts(r)) : '—');
   return table(
     [
       'run',

@@ -7,7 +7,7 @@
 
 import type { MigrationMode } from '../engine/config.ts';
 import type { ClientKind } from '../lab/clients.ts';
-import { fillSize, type RequestTimes, type TrialResult } from '../lab/trial.ts';
+import { fillSize, type TrialResult, wayThroughHosts } from '../lab/trial.ts';
 import type { MigrationReport, Report } from '../report/schema.ts';
 import { formatBytes, formatMs, table } from '../report/summary.ts';
 import { BIN_MS } from '../report/throughput.ts';
@@ -182,10 +182,8 @@ function asyncFaultCpuUs(t: TrialResult, cpuMsPerRequest: number): number {
 function pathSlowdown(t: TrialResult): number {
   const { baseline, postcopy } = t.requestTimes ?? {};
   if (!baseline?.requests || !postcopy?.requests) return 0;
-  const path = (r: RequestTimes, queueMs: number) =>
-    Math.max(0, r.cycleMs - r.guestMs - queueMs) + (r.hopMs ?? 0);
-  const before = path(baseline, 0);
-  return before > 0 ? path(postcopy, (t.downlinkQueueUs ?? 0) / 1000) / before : 0;
+  const before = wayThroughHosts(baseline);
+  return before > 0 ? wayThroughHosts(postcopy, (t.downlinkQueueUs ?? 0) / 1000) / before : 0;
 }
 
 /** The destination's main thread's time on a core over the postcopy, as a share of it. */

@@ -72,6 +72,15 @@ export interface RequestTimes {
   hopMs: number;
 }
 
+/**
+ * A request's mean way through the hosts: its cycle less its time in the guest, less
+ * `queueMs` spent in a link's queue, plus its crossings between the host's thread and the
+ * vCPUs' (which the guest's time counts).
+ */
+export function wayThroughHosts(r: RequestTimes, queueMs = 0): number {
+  return Math.max(0, r.cycleMs - r.guestMs - queueMs) + (r.hopMs ?? 0);
+}
+
 /** How the workload fared around the switchover. */
 export interface Dip {
   baselineOpsPerSec: number;
@@ -291,13 +300,13 @@ export async function runTrial(o: TrialOptions): Promise<TrialResult> {
   }
 }
 
+const NONE_SERVED = { served: 0, servedMs: 0, hopMs: 0 };
+
 /**
  * Reads the VM's answered-request counter from every host about every 50 ms (it moves with
  * the VM, so the largest value seen is the count so far) and turns the samples into
  * requests per 100 ms bin.
  */
-const NONE_SERVED = { served: 0, servedMs: 0, hopMs: 0 };
-
 class ServedSampler {
   /** [when, requests answered, their time in the guest, their time crossing threads (ms)] */
   private samples: [number, number, number, number][] = [];
