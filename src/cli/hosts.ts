@@ -34,6 +34,7 @@ export async function hostCommand(opts: {
   ramPool: number;
   laneLatency: number;
   spareVcpus: number;
+  faultThreadNice: number;
 }) {
   const { host, port } = parseListen(opts.listen);
   if (opts.switch !== undefined && !/^.+:\d+$/.test(opts.switch))
@@ -49,6 +50,7 @@ export async function hostCommand(opts: {
     ramPoolMiB: opts.ramPool,
     laneLatencyMs: opts.laneLatency,
     spareVcpus: opts.spareVcpus,
+    faultThreadNice: opts.faultThreadNice,
     log: (line) => console.error(`[${new Date().toISOString()}] ${opts.id}: ${line}`),
   });
   try {

@@ -1,6 +1,7 @@
 // The `ferry` command line.
 
 import { Command, CommanderError } from 'commander';
+import { FAULT_THREAD_NICE } from '../host/fault-path.ts';
 import { ScenarioError } from '../sim/scenario.ts';
 import { demoCommand } from './demo.ts';
 import { UsageError } from './errors.ts';
@@ -11,6 +12,7 @@ import {
   parseAppOption,
   parseCount,
   parseLatency,
+  parseNice,
   parseNumber,
   parsePort,
   parseSeed,
@@ -150,6 +152,12 @@ program
     'vCPU threads kept started, so a VM created or moving in boots without waiting for one (0: none)',
     parseWhole,
     2,
+  )
+  .option(
+    '--fault-thread-nice <n>',
+    "nice value of the thread that serves remote faults, ahead of the host's other work (below 0 needs root or CAP_SYS_NICE; 0: the host's own)",
+    parseNice,
+    FAULT_THREAD_NICE,
   )
   .action(hostCommand);
 

@@ -2,6 +2,7 @@
 
 import { InvalidArgumentError } from 'commander';
 import { isLaneLatency, MAX_LANE_LATENCY_MS } from '../host/lane-latency.ts';
+import { NICE_MAX, NICE_MIN } from '../host/thread-priority.ts';
 
 export function parseCount(v: string): number {
   if (!/^\d+$/.test(v) || Number(v) < 1) throw new InvalidArgumentError('must be a whole number ≥ 1');
@@ -40,6 +41,14 @@ export function parseLatency(v: string): number {
   const n = Number(v);
   if (v.trim() === '' || !isLaneLatency(n))
     throw new InvalidArgumentError(`must be a number of ms from 0 to ${MAX_LANE_LATENCY_MS}`);
+  return n;
+}
+
+/** A nice value: a whole number from NICE_MIN (-20) to NICE_MAX (19). */
+export function parseNice(v: string): number {
+  const n = Number(v);
+  if (!/^-?\d+$/.test(v.trim()) || n < NICE_MIN || n > NICE_MAX)
+    throw new InvalidArgumentError(`must be a nice value, a whole number from ${NICE_MIN} to ${NICE_MAX}`);
   return n;
 }
 

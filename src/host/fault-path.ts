@@ -7,8 +7,17 @@ import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads';
 import type { Lane, Message } from '../engine/messages.ts';
 import type { GuestMachine } from '../guest/machine.ts';
 import type { RamBuffers } from '../guest/ram.ts';
-import type { FaultThreadOptions, FromFaultThread, ToFaultThread } from './fault-thread.ts';
+import type { FaultPathRecord, FaultThreadOptions, FromFaultThread, ToFaultThread } from './fault-thread.ts';
 import { type LaneConnection, TransportError } from './transport.ts';
+
+/**
+ * The fault thread's nice value unless the host is told otherwise. Its work per demand is
+ * short and waited for; at the host's priority, a busy host's other threads (the push, the
+ * clients, V8 compiling) hold it off a core for milliseconds now and then, and those waits
+ * are the faults' tail. Higher than theirs, it takes a core as soon as a demand or its page
+ * arrives. Below 0 needs root or CAP_SYS_NICE; refused, the thread stays at 0 and says so.
+ */
+export const FAULT_THREAD_NICE = -10;
 
 /** An urgent lane held by the fault thread, with what the drivers need to know of it. */
 export interface FaultPathLane extends LaneConnection {
@@ -243,6 +252,15 @@ export class FaultPath {
     this.holdProcess();
   }
 
+  /** What the thread did on its own: to the lane's driver. */
+  private booked(r: FaultPathRecord): void {
+    const lane = this.lanes.get(r.id);
+    if (!lane) return;
+    if (r.type === 'requested') lane.requested(r.pfn, r.at);
+    else if (r.type === 'installed') lane.installed(r.runs, r.at);
+    else lane.served(r.pfns, r.zeroPages, r.at);
+  }
+
   private handle(m: FromFaultThread): void {
     switch (m.type) {
       case 'lane': {
@@ -267,14 +285,8 @@ export class FaultPath {
         lane?.ended(m.error && new TransportError(m.error.code, m.error.message));
         return;
       }
-      case 'requested':
-        this.lanes.get(m.id)?.requested(m.pfn, m.at);
-        return;
-      case 'installed':
-        this.lanes.get(m.id)?.installed(m.runs, m.at);
-        return;
-      case 'served':
-        this.lanes.get(m.id)?.served(m.pfns, m.zeroPages, m.at);
+      case 'records':
+        for (const r of m.records) this.booked(r);
         return;
       case 'log':
         this.log(m.line);

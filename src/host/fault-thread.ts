@@ -14,6 +14,7 @@ import { rehearseFaultPath } from './fault-rehearsal.ts';
 import { framePool } from './frame-pool.ts';
 import { delayedLane } from './lane-latency.ts';
 import { fillBatch, installBatch } from './pages.ts';
+import { setThreadNice } from './thread-priority.ts';
 import {
   ALL_CAPABILITIES,
   connectLane,
@@ -29,7 +30,18 @@ export interface FaultThreadOptions {
   secret: Uint8Array;
   /** Latency added to every message arriving on a lane (see lane-latency.ts). */
   latencyMs: number;
+  /** The thread's nice value (0: as the host's other threads; see fault-path.ts). */
+  nice: number;
 }
+
+/** What the thread did on its own, for the host's books. */
+export type FaultPathRecord =
+  /** Destination: a demand request went for `pfn` at `at` (ms since the epoch). */
+  | { type: 'requested'; id: string; pfn: number; at: number }
+  /** Destination: urgent pages installed here. */
+  | { type: 'installed'; id: string; runs: number[]; at: number }
+  /** Source: a demand answered here, `zeroPages` of its pages zero. */
+  | { type: 'served'; id: string; pfns: number[]; zeroPages: number; at: number };
 
 /** From the host's loop. */
 export type ToFaultThread =
@@ -60,12 +72,8 @@ export type FromFaultThread =
   | { type: 'dial-failed'; id: string; message: string }
   | { type: 'message'; id: string; msg: Message }
   | { type: 'closed'; id: string; error?: { code: TransportError['code']; message: string } }
-  /** Destination: a demand request went for `pfn` at `at` (ms since the epoch). */
-  | { type: 'requested'; id: string; pfn: number; at: number }
-  /** Destination: urgent pages installed here. */
-  | { type: 'installed'; id: string; runs: number[]; at: number }
-  /** Source: a demand answered here, `zeroPages` of its pages zero. */
-  | { type: 'served'; id: string; pfns: number[]; zeroPages: number; at: number }
+  /** In the order they happened, and before any message posted after them. */
+  | { type: 'records'; records: FaultPathRecord[] }
   | { type: 'log'; line: string };
 
 interface Waiter {
@@ -89,11 +97,36 @@ interface Migration {
 /** Demands the thread rehearses at its start. */
 const REHEARSAL_ROUNDS = 1500;
 
+/**
+ * How late (ms) the host's loop may hear of a record. Each record a message of its own
+ * would wake the loop (and make it wake this thread back) three times a fault, on cores the
+ * faults need; gathered, it is once a millisecond. Each record carries its own time.
+ */
+const RECORDS_DELAY_MS = 1;
+
 const port = parentPort!;
 const options = workerData as FaultThreadOptions;
 const migrations = new Map<string, Migration>();
 const now = () => performance.timeOrigin + performance.now();
-const post = (m: FromFaultThread) => port.postMessage(m);
+const records: FaultPathRecord[] = [];
+let recordsTimer: ReturnType<typeof setTimeout> | undefined;
+
+function postRecords(): void {
+  clearTimeout(recordsTimer);
+  recordsTimer = undefined;
+  if (records.length > 0)
+    port.postMessage({ type: 'records', records: records.splice(0) } satisfies FromFaultThread);
+}
+
+function record(r: FaultPathRecord): void {
+  records.push(r);
+  recordsTimer ??= setTimeout(postRecords, RECORDS_DELAY_MS);
+}
+
+const post = (m: FromFaultThread) => {
+  postRecords();
+  port.postMessage(m);
+};
 
 function migration(id: string): Migration {
   let m = migrations.get(id);
@@ -145,7 +178,7 @@ function serve(id: string, m: Migration, asked: number[]): void {
     post({ type: 'log', line: `${id}: could not answer a demand: ${(e as Error).message}` });
     return;
   }
-  post({ type: 'served', id, pfns, zeroPages: batch.zeroCount, at: now() });
+  record({ type: 'served', id, pfns, zeroPages: batch.zeroCount, at: now() });
 }
 
 // --- the destination: faults, demands, installs -------------------------------------------
@@ -173,7 +206,7 @@ function fault(id: string, m: Migration, from: MessagePort, f: FaultReport): voi
     } catch (e) {
       post({ type: 'log', line: `${id}: could not send a demand: ${(e as Error).message}` });
     }
-    post({ type: 'requested', id, pfn: f.pfn, at: now() });
+    record({ type: 'requested', id, pfn: f.pfn, at: now() });
   }
   if (f.token > 0) waiters.push({ port: from, token: f.token });
 }
@@ -203,7 +236,7 @@ function install(id: string, m: Migration, msg: Extract<Message, { type: 'pages'
   const at = now();
   // a page installed by the host's loop meanwhile is present too: its waiters go now
   wake(m, batch.runs);
-  if (runs.length > 0) post({ type: 'installed', id, runs, at });
+  if (runs.length > 0) record({ type: 'installed', id, runs, at });
   return true;
 }
 
@@ -304,6 +337,14 @@ const listener = await listenLanes({
     adopt(lane.migrationId, lane);
   },
 });
+if (options.nice !== 0) {
+  const refused = setThreadNice(options.nice);
+  if (refused)
+    post({
+      type: 'log',
+      line: `the fault thread stays at the host's priority: nice ${options.nice} refused (${refused})`,
+    });
+}
 post({ type: 'listening', port: listener.port });
 // the path compiled before the first postcopy needs it (see fault-rehearsal.ts); in the
 // background, so that the host starts as soon as it listens

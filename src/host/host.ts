@@ -28,7 +28,7 @@ import {
 } from './api.ts';
 import { type ClientPorts, DirectPorts } from './client-ports.ts';
 import { DestinationDriver } from './destination-driver.ts';
-import { FaultPath } from './fault-path.ts';
+import { FAULT_THREAD_NICE, FaultPath } from './fault-path.ts';
 import { checkLaneLatency, delayedLane } from './lane-latency.ts';
 import { type NicState, VmNic } from './nic.ts';
 import { RamPool } from './ram-pool.ts';
@@ -63,6 +63,8 @@ export interface HostOptions {
   laneLatencyMs?: number;
   /** vCPU workers kept started, ready for the next VM created or moving in (default 2). */
   spareVcpus?: number;
+  /** The fault thread's nice value (default `FAULT_THREAD_NICE`; 0: the host's own). */
+  faultThreadNice?: number;
   log: (line: string) => void;
 }
 
@@ -165,6 +167,7 @@ export class Host {
         port: this.options.urgentPort ?? 0,
         secret: this.options.secret,
         latencyMs: this.options.laneLatencyMs ?? 0,
+        nice: this.options.faultThreadNice ?? FAULT_THREAD_NICE,
       },
       this.options.log,
     );

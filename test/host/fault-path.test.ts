@@ -3,6 +3,7 @@
 // to the vCPU, with no host loop on the way; the loops hear of each step afterwards.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { after, before, test } from 'node:test';
 import type { MessagePort } from 'node:worker_threads';
@@ -11,7 +12,7 @@ import type { GuestMachine } from '../../src/guest/machine.ts';
 import { GuestRam } from '../../src/guest/ram.ts';
 import type { ToVcpu } from '../../src/guest/vcpu-protocol.ts';
 import { crc32 } from '../../src/host/crc32.ts';
-import { FaultPath, type FaultPathLane } from '../../src/host/fault-path.ts';
+import { FAULT_THREAD_NICE, FaultPath, type FaultPathLane } from '../../src/host/fault-path.ts';
 
 const PAGE = 4096;
 const PAGES = 64;
@@ -21,7 +22,7 @@ let src: FaultPath;
 let dst: FaultPath;
 
 before(async () => {
-  const opts = { host: '127.0.0.1', port: 0, secret, latencyMs: 0 };
+  const opts = { host: '127.0.0.1', port: 0, secret, latencyMs: 0, nice: FAULT_THREAD_NICE };
   [src, dst] = await Promise.all([
     FaultPath.start(opts, (l) => logs.push(`src: ${l}`)),
     FaultPath.start(opts, (l) => logs.push(`dst: ${l}`)),
@@ -157,7 +158,7 @@ test('an urgent lane no migration expects is refused and logged; a wrong secret 
   );
 
   const other = await FaultPath.start(
-    { host: '127.0.0.1', port: 0, secret: randomBytes(32), latencyMs: 0 },
+    { host: '127.0.0.1', port: 0, secret: randomBytes(32), latencyMs: 0, nice: 0 },
     () => {},
   );
   try {
@@ -201,10 +202,38 @@ test('a fault thread listens on the port it is given (a host with --urgent-port)
       probe.close(() => resolve(port));
     });
   });
-  const fixed = await FaultPath.start({ host: '127.0.0.1', port: free, secret, latencyMs: 0 }, () => {});
+  const fixed = await FaultPath.start(
+    { host: '127.0.0.1', port: free, secret, latencyMs: 0, nice: 0 },
+    () => {},
+  );
   try {
     assert.equal(fixed.port, free);
   } finally {
     await fixed.close();
   }
+});
+
+/** The nice values of this process's threads (field 19 of each /proc task's stat). */
+function threadNices(): number[] {
+  return readdirSync('/proc/self/task').map((tid) => {
+    const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+  });
+}
+
+test('a fault thread runs at the nice value it is given, ahead of the host, or says why not', async () => {
+  // a higher nice value than the host's own needs no privilege
+  const lower = await FaultPath.start(
+    { host: '127.0.0.1', port: 0, secret, latencyMs: 0, nice: 7 },
+    () => {},
+  );
+  try {
+    assert.ok(threadNices().includes(7), `no thread at nice 7 among ${threadNices()}`);
+  } finally {
+    await lower.close();
+  }
+  // the default, ahead of the host's other threads, needs root or CAP_SYS_NICE
+  if (process.getuid?.() === 0)
+    assert.ok(threadNices().includes(FAULT_THREAD_NICE), `no thread at nice ${FAULT_THREAD_NICE}`);
+  else assert.ok(logs.some((l) => /fault thread stays at the host's priority: nice -10 refused/.test(l)));
 });
