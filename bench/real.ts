@@ -4,9 +4,11 @@
 // Prints the page throughput of a precopy round, downtimes, remote-fault latency under a
 // busy bulk lane (a task writing random pages), and what cooperative faults buy a loaded
 // key-value VM right after the switchover: on loopback, and between hosts that add a
-// round trip of a few milliseconds to their lanes (`far` in the JSON).
+// round trip of a few milliseconds to their lanes (`far` in the JSON). Each section says
+// how much of the cores' time the hypervisor took meanwhile (steal): on a shared virtual
+// machine, what the numbers of a run stand on.
 
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
 import { call, type RealMigrationReport, type StartMigration, type VmInfo } from '../src/host/api.ts';
@@ -22,6 +24,27 @@ const clock = () => performance.timeOrigin + performance.now();
  * trip more, as between hosts in different rooms or a metro area apart.
  */
 const FAR_LATENCY_MS = 1;
+
+/**
+ * The cores' time so far and the part of it the hypervisor gave to other machines (steal),
+ * in ticks, from /proc/stat; zeros where there is none. On a shared virtual machine, steal
+ * during a run is time every thread of it waited for, which no change here can win back.
+ */
+function cpuTicks(): { total: number; steal: number } {
+  try {
+    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+    return { total: f.slice(0, 8).reduce((x, y) => x + y, 0), steal: f[7] ?? 0 };
+  } catch {
+    return { total: 0, steal: 0 };
+  }
+}
+
+/** Steal since `from`, in per cent of the cores' time. */
+function stealPercent(from: { total: number; steal: number }): number {
+  const to = cpuTicks();
+  const total = to.total - from.total;
+  return total > 0 ? Math.round((1000 * (to.steal - from.steal)) / total) / 10 : 0;
+}
 
 /** Each host's cluster secret, by control URL. */
 const secrets = new Map<string, string>();
@@ -76,6 +99,8 @@ interface ProbeRun {
   faults: number;
   p50: number;
   p99: number;
+  /** Steal during the run (%). */
+  steal: number;
 }
 
 /**
@@ -97,6 +122,7 @@ async function probeRun(from: string, to: string, name: string, cooperative: boo
       pagesPerStep: 1,
     },
   });
+  const ticks = cpuTicks();
   const { report } = await migrate(from, to, {
     ...base,
     vm: name,
@@ -105,12 +131,14 @@ async function probeRun(from: string, to: string, name: string, cooperative: boo
     prepage: 0,
     maxBandwidthMbps: 1000,
   });
+  const steal = stealPercent(ticks);
   await api(to, 'DELETE', `/v1/vms/${name}`);
   return {
     cooperative,
     faults: report.remoteFaults,
     p50: report.faultLatencyUs.p50,
     p99: report.faultLatencyUs.p99,
+    steal,
   };
 }
 
@@ -180,6 +208,7 @@ const medianLatency = (runs: { p50: number; p99: number }[]) => ({
  * PAIRS measured): the first second after the switchover, cooperative ÷ blocking.
  */
 async function kvPairs(a: string, b: string, label: string) {
+  const ticks = cpuTicks();
   const runs: KvRun[] = [];
   for (let i = 0; i < 2 + 2 * PAIRS; i++) {
     const cooperative = i % 2 === 0;
@@ -199,6 +228,7 @@ async function kvPairs(a: string, b: string, label: string) {
   return {
     ratios,
     ratio: median(ratios),
+    steal: stealPercent(ticks),
     faultLatencyUs: { cooperative: medianLatency(coop), blocking: medianLatency(blocking) },
   };
 }
@@ -208,6 +238,7 @@ const nearHosts = await loopback();
 async function main() {
   const { a, b } = nearHosts;
   const results: Record<string, unknown> = {};
+  const benchTicks = cpuTicks();
 
   // 0. warm-up: a small VM there and back, precopy then postcopy, so that what follows
   // measures hosts whose migration paths are compiled, as a host that has been up a while
@@ -245,6 +276,7 @@ async function main() {
   const precopyDowntimes: number[] = [];
   const bulk: number[] = [];
   const cold = { postcopyDowntimeMs: 0, bulkGBps: 0, faultLatencyUs: { p50: 0, p99: 0 } };
+  const bulkTicks = cpuTicks();
   results.cold = cold;
   for (let i = 0; i <= BIG_ROUNDS; i++) {
     const post = (await migrate(b, a, { ...base, vm: 'big', mode: 'postcopy' })).report;
@@ -271,7 +303,7 @@ async function main() {
       `downtime: precopy ${median(precopyDowntimes).toFixed(1)} ms (limit 300; ${runs(precopyDowntimes, 1)}), ` +
       `postcopy ${median(postcopyDowntimes).toFixed(2)} ms (target ≤ 5; ${runs(postcopyDowntimes, 2)})\n` +
       `the hosts' first such round, not counted: postcopy downtime ${cold.postcopyDowntimeMs.toFixed(2)} ms, ` +
-      `bulk ${cold.bulkGBps.toFixed(2)} GB/s`,
+      `bulk ${cold.bulkGBps.toFixed(2)} GB/s; steal ${stealPercent(bulkTicks)}%`,
   );
   await api(b, 'DELETE', '/v1/vms/big');
 
@@ -304,11 +336,17 @@ async function main() {
     probes.push(run);
     console.log(
       `random page writes, postcopy, ${run.cooperative ? 'cooperative' : 'blocking   '} faults: ` +
-        `${String(run.faults).padStart(5)} remote faults, latency ${lat(run)}`,
+        `${String(run.faults).padStart(5)} remote faults, latency ${lat(run)}; steal ${run.steal}%`,
     );
   }
   const probeLatency = medianLatency(probes.filter((r) => r.cooperative));
   results.faultLatencyUs = probeLatency;
+  results.faultLatencyUsRuns = probes.map(({ cooperative, p50, p99, steal }) => ({
+    cooperative,
+    p50,
+    p99,
+    steal,
+  }));
   results.blockingFaultLatencyUs = medianLatency(probes.filter((r) => !r.cooperative));
 
   // 3. throughput right after the switchover, cooperative vs blocking faults. The clients
@@ -323,7 +361,7 @@ async function main() {
       `blocking ${lat(results.blockingFaultLatencyUs as { p50: number; p99: number })}; ` +
       `under kv load: cooperative ${lat(near.faultLatencyUs.cooperative)}, blocking ${lat(near.faultLatencyUs.blocking)}\n` +
       `first second after the switchover, cooperative ÷ blocking: ${near.ratio.toFixed(2)} ` +
-      `(median; pairs ${near.ratios.map((r) => r.toFixed(2)).join(', ')})`,
+      `(median; pairs ${near.ratios.map((r) => r.toFixed(2)).join(', ')}); steal ${near.steal}%`,
   );
   await nearHosts.cluster.down();
 
@@ -341,12 +379,16 @@ async function main() {
       `hosts ${2 * FAR_LATENCY_MS} ms further apart (round trip): under kv load, fault latency cooperative ` +
         `${lat(far.faultLatencyUs.cooperative)}, blocking ${lat(far.faultLatencyUs.blocking)}\n` +
         `first second after the switchover, cooperative ÷ blocking: ${far.ratio.toFixed(2)} ` +
-        `(median; pairs ${far.ratios.map((r) => r.toFixed(2)).join(', ')})`,
+        `(median; pairs ${far.ratios.map((r) => r.toFixed(2)).join(', ')}); steal ${far.steal}%`,
     );
   } finally {
     await farHosts.cluster.down();
   }
-  console.log(`node ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}`);
+  results.stealPercent = stealPercent(benchTicks);
+  console.log(
+    `node ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}; ` +
+      `the hypervisor took ${results.stealPercent}% of the cores' time meanwhile (steal)`,
+  );
   if (values.json) writeFileSync(values.json, `${JSON.stringify(results, null, 2)}\n`);
 }
 
