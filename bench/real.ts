@@ -8,7 +8,9 @@
 // how much of the cores' time the hypervisor took meanwhile (steal): on a shared virtual
 // machine, what the numbers of a run stand on.
 
+import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
 import { call, type RealMigrationReport, type StartMigration, type VmInfo } from '../src/host/api.ts';
@@ -44,6 +46,41 @@ function stealPercent(from: { total: number; steal: number }): number {
   const to = cpuTicks();
   const total = to.total - from.total;
   return total > 0 ? Math.round((1000 * (to.steal - from.steal)) / total) / 10 : 0;
+}
+
+/** A process that reads one TCP connection on loopback to its end and says at what rate. */
+const SINK = `
+const s = require('node:net').createServer((c) => {
+  let n = 0, t0 = 0;
+  c.on('data', (d) => { if (!t0) t0 = performance.now(); n += d.length; });
+  c.on('end', () => { console.log(n / ((performance.now() - t0) / 1000) / 1e9); s.close(); });
+}).listen(0, '127.0.0.1', () => console.log(s.address().port));`;
+
+/**
+ * What loopback TCP alone carries from one process to another (GB/s, 1 GiB in 256 KiB
+ * writes): the ceiling of a bulk round on this machine at this moment, beside which the
+ * round's own rate is read.
+ */
+async function loopbackTcpGBps(): Promise<number> {
+  const sink = spawn(process.execPath, ['-e', SINK], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const lines = (async function* () {
+    let buf = '';
+    for await (const d of sink.stdout!) {
+      buf += d;
+      for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+        yield buf.slice(0, i);
+        buf = buf.slice(i + 1);
+      }
+    }
+  })();
+  const port = Number((await lines.next()).value);
+  const chunk = Buffer.alloc(256 * 1024, 1);
+  const socket = connect(port, '127.0.0.1');
+  await new Promise((r) => socket.once('connect', r));
+  for (let sent = 0; sent < 2 ** 30; sent += chunk.length)
+    if (!socket.write(chunk)) await new Promise((r) => socket.once('drain', r));
+  socket.end();
+  return Number((await lines.next()).value);
 }
 
 /** Each host's cluster secret, by control URL. */
@@ -271,10 +308,14 @@ async function main() {
   // tenths of a second a GiB). One sample of each on these shared cores moves by half
   // from run to run: medians of BIG_ROUNDS. The first round is not counted but reported
   // as the cold one: V8 compiles the paths a VM of this size makes hot meanwhile (70–150
-  // functions a host), on the cores the migration needs.
+  // functions a host), on the cores the migration needs. After each round, loopback TCP
+  // alone between two processes: what this machine carries at that moment, beside which the
+  // round's rate is read (on a shared machine it moves by half within a minute).
   const postcopyDowntimes: number[] = [];
   const precopyDowntimes: number[] = [];
   const bulk: number[] = [];
+  /** Loopback TCP alone, measured after each round, beside it. */
+  const tcp: number[] = [];
   const cold = { postcopyDowntimeMs: 0, bulkGBps: 0, faultLatencyUs: { p50: 0, p99: 0 } };
   const bulkTicks = cpuTicks();
   results.cold = cold;
@@ -288,10 +329,14 @@ async function main() {
     }
     postcopyDowntimes.push(post.downtimeMs);
     bulk.push(roundGBps(pre));
+    tcp.push(await loopbackTcpGBps());
     precopyDowntimes.push(pre.downtimeMs);
   }
   results.bulkGBps = median(bulk);
   results.bulkGBpsRuns = bulk;
+  results.loopbackTcpGBps = median(tcp);
+  results.loopbackTcpGBpsRuns = tcp;
+  results.bulkOverLoopbackTcp = median(bulk) / median(tcp);
   results.postcopyDowntimeMs = median(postcopyDowntimes);
   results.postcopyDowntimeMsRuns = postcopyDowntimes;
   results.precopyDowntimeMs = median(precopyDowntimes);
@@ -300,6 +345,8 @@ async function main() {
   console.log(
     `bulk: ${median(bulk).toFixed(2)} GB/s in precopy round 1 of a ${BIG_MIB} MiB VM into a host with pooled RAM ` +
       `(median of ${runs(bulk, 2)}), ${(results.bulkFreshGBps as number).toFixed(2)} GB/s into fresh memory (target ≥ 1.5)\n` +
+      `loopback TCP alone, process to process: ${median(tcp).toFixed(2)} GB/s (median of ${runs(tcp, 2)}); ` +
+      `the round reaches ${((100 * median(bulk)) / median(tcp)).toFixed(0)}% of it\n` +
       `downtime: precopy ${median(precopyDowntimes).toFixed(1)} ms (limit 300; ${runs(precopyDowntimes, 1)}), ` +
       `postcopy ${median(postcopyDowntimes).toFixed(2)} ms (target ≤ 5; ${runs(postcopyDowntimes, 2)})\n` +
       `the hosts' first such round, not counted: postcopy downtime ${cold.postcopyDowntimeMs.toFixed(2)} ms, ` +
