@@ -41,7 +41,16 @@ test('--help for each command: exit 0 and the options', () => {
     ['switch', ['--listen', '--secret-file', '--clients-host']],
     [
       'host',
-      ['--listen', '--id', '--switch', '--lane-latency', '--spare-vcpus', '--lanes-port', '--urgent-port'],
+      [
+        '--listen',
+        '--id',
+        '--switch',
+        '--lane-latency',
+        '--spare-vcpus',
+        '--lanes-port',
+        '--urgent-port',
+        '--fault-thread-nice',
+      ],
     ],
     ['lab', ['up', 'down', 'status']],
   ];
@@ -73,6 +82,16 @@ test('host: a bad number of spare vCPUs is one line naming the option', () => {
     ferry('host', '--listen', '127.0.0.1:0', '--id', 'h', '--spare-vcpus', 'two'),
     /option '--spare-vcpus <n>' argument 'two' is invalid\. must be a whole number ≥ 0/,
   );
+});
+
+test('host: a nice value out of range or not whole is one line naming the option', () => {
+  for (const bad of ['-21', '20', '1.5', 'high'])
+    assertUsageError(
+      ferry('host', '--listen', '127.0.0.1:0', '--id', 'h', '--fault-thread-nice', bad),
+      new RegExp(
+        `option '--fault-thread-nice <n>' argument '${bad.replace('.', '\\.')}' is invalid\\. must be a nice value, a whole number from -20 to 19`,
+      ),
+    );
 });
 
 test('host: a port out of range is one line naming the option', () => {
