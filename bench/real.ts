@@ -58,8 +58,9 @@ const s = require('node:net').createServer((c) => {
 
 /**
  * What loopback TCP alone carries from one process to another (GB/s, 1 GiB in 256 KiB
- * writes): the ceiling of a bulk round on this machine at this moment, beside which the
- * round's own rate is read.
+ * writes): what this machine allows a bulk round at this moment, beside which the round's
+ * own rate is read. Not a ceiling: the reader takes Node's default reads (a new buffer
+ * each), which the bulk lane's reused buffer spares itself.
  */
 async function loopbackTcpGBps(): Promise<number> {
   const sink = spawn(process.execPath, ['-e', SINK], { stdio: ['ignore', 'pipe', 'inherit'] });
