@@ -5,10 +5,10 @@
 // postcopies, where compiling on the cores the migration needs slowed the first demands
 // (a host's first probe migration: p50 ~250 µs against ~100 once warm).
 
-import { PAGE_SIZE, type PageBatch } from '../engine/messages.ts';
+import { PAGE_SIZE } from '../engine/messages.ts';
 import { GuestRam } from '../guest/ram.ts';
 import { framePool } from './frame-pool.ts';
-import { fillBatch, installBatch } from './pages.ts';
+import { installBatch, sendUrgentPages } from './pages.ts';
 import { ALL_CAPABILITIES, connectLane, type LaneConnection, listenLanes } from './transport.ts';
 
 /** Pages of scratch RAM on each side: demands cycle through them. */
@@ -53,13 +53,7 @@ export async function rehearseFaultPath(secret: Uint8Array, rounds: number): Pro
     const dst = dest;
     // the source answers each demand from its RAM, as the fault thread's serve does
     src.onMessage((msg) => {
-      if (msg.type !== 'demand') return;
-      const runs: number[] = [];
-      for (const p of msg.pfns) runs.push(p, 1);
-      const batch: PageBatch = { kind: 'urgent', runs, pageCount: msg.pfns.length, zeroCount: 0 };
-      fillBatch(source, batch);
-      const frame = batch.frame!;
-      src.send({ type: 'pages', batch }, () => framePool.give(frame));
+      if (msg.type === 'demand') sendUrgentPages(source, src, msg.pfns);
     });
     // the destination installs each answer and asks for the next page
     await new Promise<void>((resolve, reject) => {

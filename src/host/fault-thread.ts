@@ -7,13 +7,13 @@
 // books: it hears of every request, install and answer afterwards and feeds its engine.
 
 import { type MessagePort, parentPort, workerData } from 'node:worker_threads';
-import type { Message, PageBatch, SourceMessage } from '../engine/messages.ts';
+import type { Message } from '../engine/messages.ts';
 import { GuestRam, INSTALLING, PRESENT, type RamBuffers } from '../guest/ram.ts';
-import type { FaultReport, ToVcpu } from '../guest/vcpu-protocol.ts';
+import { epochMs, type FaultReport, type ToVcpu } from '../guest/vcpu-protocol.ts';
 import { rehearseFaultPath } from './fault-rehearsal.ts';
 import { framePool } from './frame-pool.ts';
 import { delayedLane } from './lane-latency.ts';
-import { fillBatch, installBatch } from './pages.ts';
+import { installBatch, sendUrgentPages } from './pages.ts';
 import { setThreadNice } from './thread-priority.ts';
 import {
   ALL_CAPABILITIES,
@@ -107,7 +107,6 @@ const RECORDS_DELAY_MS = 1;
 const port = parentPort!;
 const options = workerData as FaultThreadOptions;
 const migrations = new Map<string, Migration>();
-const now = () => performance.timeOrigin + performance.now();
 const records: FaultPathRecord[] = [];
 let recordsTimer: ReturnType<typeof setTimeout> | undefined;
 
@@ -167,18 +166,14 @@ function serve(id: string, m: Migration, asked: number[]): void {
   const ram = m.ram!;
   const pfns = [...new Set(asked)].filter((p) => Number.isInteger(p) && p >= 0 && p < ram.pages);
   if (pfns.length === 0) return;
-  const runs: number[] = [];
-  for (const p of pfns) runs.push(p, 1);
-  const batch: PageBatch = { kind: 'urgent', runs, pageCount: pfns.length, zeroCount: 0 };
-  fillBatch(ram, batch);
-  const frame = batch.frame!;
+  let zeroPages: number;
   try {
-    m.lane!.send({ type: 'pages', batch } satisfies SourceMessage, () => framePool.give(frame));
+    zeroPages = sendUrgentPages(ram, m.lane!, pfns).zeroCount;
   } catch (e) {
     post({ type: 'log', line: `${id}: could not answer a demand: ${(e as Error).message}` });
     return;
   }
-  record({ type: 'served', id, pfns, zeroPages: batch.zeroCount, at: now() });
+  record({ type: 'served', id, pfns, zeroPages, at: epochMs() });
 }
 
 // --- the destination: faults, demands, installs -------------------------------------------
@@ -206,7 +201,7 @@ function fault(id: string, m: Migration, from: MessagePort, f: FaultReport): voi
     } catch (e) {
       post({ type: 'log', line: `${id}: could not send a demand: ${(e as Error).message}` });
     }
-    record({ type: 'requested', id, pfn: f.pfn, at: now() });
+    record({ type: 'requested', id, pfn: f.pfn, at: epochMs() });
   }
   if (f.token > 0) waiters.push({ port: from, token: f.token });
 }
@@ -233,7 +228,7 @@ function install(id: string, m: Migration, msg: Extract<Message, { type: 'pages'
       return false;
   const runs = installBatch(ram, batch, batch.runs, m.sums!, m.written, true);
   if (batch.data) framePool.give(batch.data);
-  const at = now();
+  const at = epochMs();
   // a page installed by the host's loop meanwhile is present too: its waiters go now
   wake(m, batch.runs);
   if (runs.length > 0) record({ type: 'installed', id, runs, at });

@@ -4,13 +4,14 @@
 
 import { Worker } from 'node:worker_threads';
 import { pagesFrameLayout } from '../engine/codec.ts';
-import type { PageBatch } from '../engine/messages.ts';
+import type { PageBatch, SourceMessage } from '../engine/messages.ts';
 import { PAGE_SIZE } from '../engine/messages.ts';
 import { copyBytes, type GuestRam } from '../guest/ram.ts';
 import { crc32 } from './crc32.ts';
 import { framePool } from './frame-pool.ts';
 import { pageCrcs } from './page-sums.ts';
 import type { HashDone, HashJob } from './ram-hash-worker.ts';
+import type { LaneConnection } from './transport.ts';
 
 const ZERO_PAGE_CRC = crc32(new Uint8Array(PAGE_SIZE));
 
@@ -54,6 +55,21 @@ export function fillBatch(ram: GuestRam, batch: PageBatch): void {
   batch.zeroCount = zeros;
   batch.data = frame.subarray(layout.dataOffset, layout.dataOffset + dataBytes);
   batch.frame = frame;
+}
+
+/**
+ * Answers a demand: pages `pfns` of `ram` on `lane` as one urgent batch, whose frame goes
+ * back to the pool once written. Returns the batch (its zero count); throws what the lane's
+ * send throws.
+ */
+export function sendUrgentPages(ram: GuestRam, lane: LaneConnection, pfns: number[]): PageBatch {
+  const runs: number[] = [];
+  for (const p of pfns) runs.push(p, 1);
+  const batch: PageBatch = { kind: 'urgent', runs, pageCount: pfns.length, zeroCount: 0 };
+  fillBatch(ram, batch);
+  const frame = batch.frame!;
+  lane.send({ type: 'pages', batch } satisfies SourceMessage, () => framePool.give(frame));
+  return batch;
 }
 
 /**
