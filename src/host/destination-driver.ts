@@ -28,12 +28,18 @@ export interface DestinationResult {
 }
 
 /**
- * Bulk frames are installed one per event-loop turn, so a demand page on the urgent lane
- * waits for at most one of them (a socket read hands over up to 32 chunks at once; a
- * frame of BATCH_PAGES takes up to a quarter of a millisecond to check and install). Past
- * this many queued frames the bulk lane stops reading and TCP pushes back on the source.
+ * Bulk frames are installed one per event-loop turn, so the loop's other work (the fault
+ * thread's news, the clients) waits for at most one of them (a socket read hands over
+ * several at once). Past this many bytes of queued frames the bulk lane stops reading and
+ * TCP pushes back on the source.
  */
-const BULK_BACKLOG_FRAMES = 64;
+const BULK_BACKLOG_BYTES = 8 * 2 ** 20;
+
+/** Bytes of page contents a bulk-lane message carries. */
+function pageBytes(m: Message): number {
+  const msg = m as SourceMessage;
+  return msg.type === 'pages' ? (msg.batch.data?.length ?? 0) : 0;
+}
 
 /** How long the result waits for the vCPUs to say when they ran again. */
 const RESUME_REPORT_MS = 1000;
@@ -63,6 +69,8 @@ export class DestinationDriver {
   private readonly faultPath: FaultPathLane | undefined;
   /** Bulk-lane messages not yet handed to the engine, in order. */
   private readonly backlog: Message[] = [];
+  /** Page bytes in the backlog. */
+  private backlogBytes = 0;
   private backlogScheduled = false;
   /** When the vCPUs ran again, once they report it. */
   private vcpusResumed: Promise<number> | undefined;
@@ -114,7 +122,8 @@ export class DestinationDriver {
       return;
     }
     this.backlog.push(m);
-    if (this.backlog.length >= BULK_BACKLOG_FRAMES) this.lanes.bulk.pauseReading();
+    this.backlogBytes += pageBytes(m);
+    if (this.backlogBytes >= BULK_BACKLOG_BYTES) this.lanes.bulk.pauseReading();
     this.scheduleBacklog();
   }
 
@@ -124,15 +133,21 @@ export class DestinationDriver {
     setImmediate(() => {
       this.backlogScheduled = false;
       const m = this.backlog.shift();
-      if (m) this.receive(m);
+      if (m) {
+        this.backlogBytes -= pageBytes(m);
+        this.receive(m);
+      }
       if (this.backlog.length > 0) this.scheduleBacklog();
-      if (this.backlog.length < BULK_BACKLOG_FRAMES / 2) this.lanes.bulk.resumeReading();
+      if (this.backlogBytes < BULK_BACKLOG_BYTES / 2) this.lanes.bulk.resumeReading();
     });
   }
 
   /** Hands every queued bulk message to the engine now (a lane closed behind them). */
   private drainBacklog(): void {
-    for (let m = this.backlog.shift(); m; m = this.backlog.shift()) this.receive(m);
+    for (let m = this.backlog.shift(); m; m = this.backlog.shift()) {
+      this.backlogBytes -= pageBytes(m);
+      this.receive(m);
+    }
   }
 
   private receive(m: Message): void {

@@ -1,4 +1,4 @@
-// Reused buffers for page frames. A migration moves gigabytes through frames of 128 KiB;
+// Reused buffers for page frames. A migration moves gigabytes through frames of 1 MiB;
 // allocated anew, each counts as external memory to V8, which then runs a full
 // collection every ~100 ms on both hosts (measured: 2–9 ms pauses, a few per second) —
 // and a demand request that arrives during one waits it out. The source takes a frame
@@ -41,10 +41,11 @@ export class FramePool {
 
   /**
    * A buffer of exactly `bytes` bytes, contents undefined. Small ones are not pooled:
-   * control messages are a few bytes, and a pooled buffer would waste most of itself.
+   * control messages and demand answers are a few kilobytes, and a pooled buffer would
+   * waste most of itself (a push frame, an eighth of one, is worth its reuse).
    */
   take(bytes: number): Buffer {
-    if (bytes > this.capacity || bytes < this.capacity / 4) return Buffer.allocUnsafeSlow(bytes);
+    if (bytes > this.capacity || bytes < this.capacity / 16) return Buffer.allocUnsafeSlow(bytes);
     let ab = this.#free.pop();
     if (ab) {
       this.#isFree.delete(ab);
@@ -180,18 +181,28 @@ export class ChunkReader {
 }
 
 /**
- * Pages per bulk frame the source sends. The destination installs a frame in one go, and
- * a demand page arriving meanwhile waits: into guest RAM the host has never touched, a
- * page costs up to ~15 µs on a virtualised host (a 64-page frame held the event loop for
- * a millisecond, the median demand waited for most of one). Each frame also costs both
- * hosts a fixed amount of work: since pages are copied with memcpy, 32 pages a frame carry a
- * round of 1 GiB at 1.18–1.34 GB/s against 1.05–1.15 for 16, with the same fault latency
- * (side by side on the reference machine).
+ * Pages per bulk frame before the switchover (precopy rounds, the stop-and-copy): no guest
+ * waits on a page then, and each frame costs both hosts a fixed amount of work (a write, a
+ * read, a turn of each event loop). A round of 1 GiB on loopback, side by side on the
+ * reference machine: 1.59–2.39 GB/s with 256 pages a frame against 1.01–1.70 with 32.
  */
-export const BATCH_PAGES = 32;
+export const BATCH_PAGES = 256;
 
 /**
- * The process's pool: frames of up to BATCH_PAGES pages in up to BATCH_PAGES runs; 256
- * free buffers (32 MiB) cover a bulk lane's socket queue and the destination's backlog.
+ * Pages per frame of the postcopy push, while the guest runs on the destination and its
+ * demands cross the same hosts: on loopback the kernel delivers a write's segments in the
+ * writer's context, where the fault threads cannot run, and 1 MiB writes raised the faults'
+ * p99 past a millisecond. 32 pages a frame kept them at a few hundred microseconds.
  */
-export const framePool = new FramePool(frameCapacity(BATCH_PAGES, BATCH_PAGES), 256);
+export const PUSH_BATCH_PAGES = 32;
+
+/** Bytes of free frames the process's pool keeps. */
+const POOL_BYTES = 32 * 2 ** 20;
+
+/**
+ * The process's pool: frames of up to BATCH_PAGES pages in up to BATCH_PAGES runs, a
+ * push frame taking one too; 32 MiB of free buffers cover a bulk lane's socket queue and
+ * the destination's backlog.
+ */
+const FRAME_CAPACITY = frameCapacity(BATCH_PAGES, BATCH_PAGES);
+export const framePool = new FramePool(FRAME_CAPACITY, Math.ceil(POOL_BYTES / FRAME_CAPACITY));

@@ -9,7 +9,7 @@ import { MigrationSource, type SourceEvent } from '../engine/source.ts';
 import type { Outcome } from '../engine/stats.ts';
 import { type DeviceState, encodeDeviceState, type GuestMachine } from '../guest/machine.ts';
 import { isFaultPathLane } from './fault-path.ts';
-import { BATCH_PAGES, framePool } from './frame-pool.ts';
+import { BATCH_PAGES, framePool, PUSH_BATCH_PAGES } from './frame-pool.ts';
 import { fillBatch, ramHashOffThread } from './pages.ts';
 import type { LaneConnection } from './transport.ts';
 
@@ -298,7 +298,8 @@ export class SourceDriver {
         });
         break;
       }
-      const m = this.source.next(now(), 'bulk', BATCH_PAGES * (PAGE_SIZE + 8));
+      const pages = this.source.phase === 'postcopy' ? PUSH_BATCH_PAGES : BATCH_PAGES;
+      const m = this.source.next(now(), 'bulk', pages * (PAGE_SIZE + 8));
       if (!m) break;
       if (!this.send(this.lanes.bulk, m)) this.waitingDrain = true;
       if (m.type === 'switchover' && m.postcopy) this.holdPush();
