@@ -1,11 +1,14 @@
-// The source driver when the migration ends while the guest is still pausing: the guest
-// must carry on at the source, and nothing may throw from the pause's continuation.
+// The source driver: when the migration ends while the guest is still pausing, the guest
+// carries on at the source and nothing throws from the pause's continuation; the push
+// after a postcopy switchover; the size of the frames either side of it.
 
 import assert from 'node:assert/strict';
 import test from 'node:test';
 import { DEFAULT_CONFIG, type MigrationConfig } from '../../src/engine/config.ts';
+import type { Message } from '../../src/engine/messages.ts';
 import type { DeviceState, GuestMachine } from '../../src/guest/machine.ts';
 import { GuestRam } from '../../src/guest/ram.ts';
+import { BATCH_PAGES, PUSH_BATCH_PAGES } from '../../src/host/frame-pool.ts';
 import { type Lanes, SourceDriver } from '../../src/host/source-driver.ts';
 import { fakeLane } from '../support/fake-lane.ts';
 
@@ -120,4 +123,45 @@ test('a destination that never says it resumed holds the push only briefly', asy
   assert.ok(waited >= 90 && waited < 1000, `the push waited ${waited.toFixed(0)} ms`);
   lanes.control.deliver({ type: 'done' });
   await driver.done;
+});
+
+test('frames carry up to BATCH_PAGES pages before the switchover and PUSH_BATCH_PAGES in the push', async () => {
+  // hybrid: a precopy round of every page while the guest writes every page again, then
+  // (no downtime fits the limit) the switchover and the push; no page is a zero page
+  const pages = 4 * BATCH_PAGES;
+  const vm = fakeMachine(pages);
+  const ram = vm.machine.ram;
+  for (let p = 0; p < pages; p++) ram.page(p)[0] = 1;
+  const lanes = { control: fakeLane('control'), bulk: fakeLane('bulk'), urgent: fakeLane('urgent') };
+  const l: Lanes = { control: lanes.control.conn, bulk: lanes.bulk.conn, urgent: lanes.urgent.conn };
+  const config: MigrationConfig = {
+    ...DEFAULT_CONFIG,
+    mode: 'hybrid',
+    deviceStateBytes: 0,
+    hybrid: { rounds: 1 },
+    stop: { ...DEFAULT_CONFIG.stop, downtimeLimitMs: 0.001 },
+  };
+  const driver = new SourceDriver(vm.machine, l, config);
+  driver.start();
+  for (let p = 0; p < pages; p++) ram.logWrite(p);
+  for (let i = 0; i < 100 && !vm.pausing(); i++) await tick();
+  vm.finishPause({ pending: [] } as unknown as DeviceState);
+  const isSwitchover = (m: Message) => m.type === 'switchover' && m.postcopy;
+  for (let i = 0; i < 100 && !lanes.bulk.sent.some(isSwitchover); i++) await tick();
+  lanes.control.deliver({ type: 'resumed' });
+  const at = lanes.bulk.sent.findIndex(isSwitchover);
+  const sizes = (from: number, to?: number) =>
+    lanes.bulk.sent.slice(from, to).flatMap((m) => (m.type === 'pages' ? [m.batch.pageCount] : []));
+  const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+  for (let i = 0; i < 200 && sum(sizes(at)) < pages; i++) await tick();
+
+  assert.ok(at > 0, 'a postcopy switchover');
+  const before = sizes(0, at);
+  const push = sizes(at);
+  assert.equal(sum(before), pages, `precopy frames: ${before.join(' ')}`);
+  assert.equal(Math.max(...before), BATCH_PAGES, `precopy frames: ${before.join(' ')}`);
+  assert.equal(sum(push), pages, `the push sent every page: ${push.join(' ')}`);
+  assert.equal(Math.max(...push), PUSH_BATCH_PAGES, `push frames: ${push.join(' ')}`);
+  lanes.control.deliver({ type: 'done' });
+  assert.equal((await driver.done).outcome, 'completed');
 });
