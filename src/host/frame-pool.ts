@@ -190,9 +190,10 @@ export const BATCH_PAGES = 256;
 
 /**
  * Pages per frame of the postcopy push, while the guest runs on the destination and its
- * demands cross the same hosts: on loopback the kernel delivers a write's segments in the
- * writer's context, where the fault threads cannot run, and 1 MiB writes raised the faults'
- * p99 past a millisecond. 32 pages a frame kept them at a few hundred microseconds.
+ * demands cross the same hosts: frames of 1 MiB raised the faults' p99 past a millisecond
+ * (likely: on loopback the kernel delivers a write's segments in the writer's context, time
+ * in which no fault thread runs on that core); 32 pages a frame keep it at a few hundred
+ * microseconds.
  */
 export const PUSH_BATCH_PAGES = 32;
 
