@@ -549,7 +549,7 @@ export interface RespReplyResult {
 }
 
 const MAX_REPLY_DEPTH = 64;
-const utf8Decoder = new TextDecoder();
+const utf8Decoder = new TextDecoder('utf-8', { ignoreBOM: true }); // a leading U+FEFF is text too
 
 /** Thrown inside the reply parser only; turned into a result. */
 class ReplyFailure extends Error {

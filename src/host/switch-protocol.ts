@@ -54,7 +54,7 @@ export function encodeFrame(type: FrameType, conn: number, payload: Uint8Array =
 }
 
 const text = new TextEncoder();
-const untext = new TextDecoder();
+const untext = new TextDecoder('utf-8', { ignoreBOM: true }); // a leading U+FEFF is text too
 
 export const encodeText = (type: FrameType, value: string): Uint8Array =>
   encodeFrame(type, 0, text.encode(value));

@@ -354,4 +354,7 @@ test('replies round-trip through the reply parser under any chunking', () => {
   const bad = new RespReplyParser().push(bytes('+OK\r\n?what\r\n'));
   assert.deepEqual(bad.replies, [{ type: 'simple', value: 'OK' }]);
   assert.equal(bad.error?.message, "protocol error: unknown reply type '?'");
+  // a leading byte-order mark is part of the text
+  const bom = new RespReplyParser().push(encodeSimple('\ufeffOK'));
+  assert.deepEqual(bom.replies, [{ type: 'simple', value: '\ufeffOK' }]);
 });

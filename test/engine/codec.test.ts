@@ -204,9 +204,13 @@ test('abort reasons are UTF-8 like TextEncoder, lone surrogates included', () =>
       const want = new TextEncoder().encode(reason);
       assert.deepStrictEqual(frame.subarray(12, frame.length - 4), want);
       const { frames } = decodeOne(frame);
-      assert.deepStrictEqual(frames[0].message, { type: 'abort', reason: new TextDecoder().decode(want) });
+      // a leading byte-order mark is part of the reason: the decoder must not drop it
+      const text = new TextDecoder('utf-8', { ignoreBOM: true }).decode(want);
+      assert.deepStrictEqual(frames[0].message, { type: 'abort', reason: text });
     }),
   );
+  const frame = encodeMessage({ type: 'abort', reason: '\ufeffhalted' }, 0);
+  assert.deepStrictEqual(decodeOne(frame).frames[0].message, { type: 'abort', reason: '\ufeffhalted' });
 });
 
 test('abort reason bytes are accepted exactly when they are valid UTF-8', () => {
