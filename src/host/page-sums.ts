@@ -39,7 +39,7 @@ function shiftOperator(n: number): number {
 const PAGE_SHIFT = shiftOperator(PAGE_SIZE);
 
 // Multiplying by a fixed operator is linear over GF(2): the product of a CRC is the XOR of
-// the products of its four bytes, read from four tables (a frame of 32 pages takes 32 of
+// the products of its four bytes, read from four tables (a frame of n pages takes n of
 // these; the bit-serial product cost a destination 6% of its time in a bulk round).
 const SHIFT_TABLE = new Uint32Array(4 * 256);
 for (let k = 0; k < 4; k++)
